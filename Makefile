@@ -1,0 +1,47 @@
+# robustlib lab. The first two commands on a fresh machine:
+#   make demo   # set up, run the whole pipeline on the offline default, write reports/demo/report.html
+#   make test   # set up, run the unit tests and execute every notebook (nbval)
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU build on machines that have it on local disk; GPU users: see README ("GPUs").
+TORCH ?= torch==2.13.0
+PARAMS ?= params/demo.yaml
+STUDY ?= demo
+NB ?= 01_finetune
+
+.PHONY: setup demo test run pipeline report zoo lab clean-runs params
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (robustlib)" >/dev/null
+	touch $@
+
+demo: setup
+	$(PY) -m robustlib pipeline $(PARAMS)
+
+test: setup
+	$(PY) -m pytest tests notebooks --nbval-lax --ignore=tests/notebooks -q
+
+run: setup
+	$(PY) -m robustlib run $(NB) -f $(PARAMS) --study $(STUDY)
+
+report: setup
+	$(PY) -m robustlib report $(STUDY)
+
+params: setup
+	$(PY) -m robustlib params $(NB)
+
+zoo: setup
+	$(PY) -m robustlib.zoo
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean-runs:
+	rm -rf runs/

@@ -1,0 +1,111 @@
+"""Counting compute, two ways.
+
+**Paper convention** (Howe et al., "Scaling Trends in Language Model Robustness",
+section on compute; the same accounting as Kaplan et al. 2020 and Hoffmann et al.
+2022): a forward pass costs ``2 N`` FLOPs per token and a backward pass ``4 N``, so a
+training step costs ``6 N`` per token, where ``N`` is the parameter count of the model
+as loaded (embeddings included) and tokens include padding, counted as if no KV cache
+were used. Pretraining compute is ``6 N D``.
+
+**Real**: what the kernels actually executed: the matrix-multiply FLOPs that
+``torch.utils.flop_counter.FlopCounterMode`` counts for the exact shapes run
+(attention's quadratic terms included, embedding look-ups excluded, padding included
+because padded positions are computed too). Counting is done on the step itself, once
+per distinct input shape, and cached, so it costs no extra forward pass.
+
+Worked example: Pythia-14m as a causal LM has 14,067,712 parameters, so a forward
+pass costs 2 x 14,067,712 = 28,135,424 FLOPs per token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+#: Tokens Pythia models were pretrained on (the deduplicated Pile was seen for
+#: 299.89B tokens; PAPER.md).
+PYTHIA_PRETRAIN_TOKENS = 299_892_736_000
+
+
+def forward_flops(num_params: int, tokens: int) -> int:
+    """Paper convention: ``2 N`` FLOPs per token for a forward pass."""
+    return 2 * int(num_params) * int(tokens)
+
+
+def backward_flops(num_params: int, tokens: int) -> int:
+    """Paper convention: ``4 N`` FLOPs per token for a backward pass."""
+    return 4 * int(num_params) * int(tokens)
+
+
+def training_flops(num_params: int, tokens: int) -> int:
+    """Paper convention: ``6 N`` FLOPs per token for a training step (forward + backward)."""
+    return 6 * int(num_params) * int(tokens)
+
+
+def pretrain_flops(num_params: int, tokens: int = PYTHIA_PRETRAIN_TOKENS) -> int:
+    """``6 N D``: compute spent pretraining a model of ``N`` parameters on ``D`` tokens."""
+    return training_flops(num_params, tokens)
+
+
+def count_params(model: torch.nn.Module) -> int:
+    """Parameter count of a model as loaded (the paper's ``N``)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass
+class FlopTally:
+    """Running totals in both conventions, plus the tokens they were computed on.
+
+    ``paper`` follows the 2N/4N rule; ``real`` is what was executed (FlopCounterMode).
+    """
+
+    paper: int = 0
+    real: int = 0
+    tokens: int = 0
+    _real_cache: dict = field(default_factory=dict, repr=False)
+
+    def add(self, other: FlopTally) -> None:
+        self.paper += other.paper
+        self.real += other.real
+        self.tokens += other.tokens
+
+    def as_dict(self, prefix: str = "") -> dict[str, int]:
+        return {f"{prefix}flops_paper": self.paper, f"{prefix}flops_real": self.real, f"{prefix}tokens": self.tokens}
+
+
+@contextmanager
+def _counting():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    mode = FlopCounterMode(display=False)
+    with mode:
+        yield mode
+
+
+def counted(tally: FlopTally, key, num_params: int, tokens: int, backward: bool, fn: Callable[[], object]):
+    """Run ``fn`` (a forward, or forward+backward, step) and add its cost to ``tally``.
+
+    ``key`` identifies the shape of the step (e.g. ``("train", batch, seq)``): the real
+    FLOP count is measured the first time a key is seen and reused afterwards, since
+    matmul FLOPs depend only on shapes.
+    """
+    tally.paper += (training_flops if backward else forward_flops)(num_params, tokens)
+    tally.tokens += tokens
+    if key in tally._real_cache:
+        tally.real += tally._real_cache[key]
+        return fn()
+    with _counting() as mode:
+        out = fn()
+    tally._real_cache[key] = int(mode.get_total_flops())
+    tally.real += tally._real_cache[key]
+    return out
+
+
+def mfu(flops: float, seconds: float, peak_flops_per_second: float) -> float:
+    """Model FLOP utilisation: achieved FLOP/s as a fraction of the hardware's peak."""
+    if seconds <= 0 or peak_flops_per_second <= 0:
+        raise ValueError(f"seconds ({seconds}) and peak ({peak_flops_per_second}) must be positive")
+    return flops / seconds / peak_flops_per_second

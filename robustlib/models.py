@@ -1,0 +1,265 @@
+"""Loading classifiers: by hub name, by local path, or from the offline family.
+
+A classifier is a causal LM whose unembedding is replaced by a 2-way linear head
+read at the last non-pad token (``AutoModelForSequenceClassification``), with
+pad token = eos and right padding, as in the paper.
+
+Size presets describe the shapes of the Pythia and Qwen2.5 families so parameter
+counts and compute can be computed without downloading weights: the model is
+instantiated on PyTorch's ``meta`` device (no memory, no weights).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from . import paths
+
+log = logging.getLogger("robustlib.models")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model: where its weights come from and its architecture (for counting)."""
+
+    name: str
+    family: str  # "pythia", "qwen2.5" or "zoo"
+    source: str  # hub id, or "zoo" for the offline family
+    config: dict  # kwargs for the transformers config class of ``model_type``
+    model_type: str  # "gpt_neox" or "qwen2"
+    pretrain_tokens: int | None = None
+
+
+def _neox(d: int, layers: int, heads: int, vocab: int = 50304) -> dict:
+    return dict(
+        vocab_size=vocab,
+        hidden_size=d,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * d,
+        rotary_pct=0.25,
+        use_parallel_residual=True,
+        tie_word_embeddings=False,
+    )
+
+
+def _qwen(d: int, layers: int, heads: int, kv: int, ffn: int, vocab: int, tied: bool) -> dict:
+    return dict(
+        vocab_size=vocab,
+        hidden_size=d,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        intermediate_size=ffn,
+        tie_word_embeddings=tied,
+    )
+
+
+_PYTHIA_SHAPES = {
+    "14m": _neox(128, 6, 4),
+    "31m": _neox(256, 6, 8),
+    "70m": _neox(512, 6, 8),
+    "160m": _neox(768, 12, 12),
+    "410m": _neox(1024, 24, 16),
+    "1b": _neox(2048, 16, 8),
+    "1.4b": _neox(2048, 24, 16),
+    "2.8b": _neox(2560, 32, 32),
+    "6.9b": _neox(4096, 32, 32, vocab=50432),
+    "12b": _neox(5120, 36, 40, vocab=50688),
+}
+_QWEN_SHAPES = {
+    "0.5B": _qwen(896, 24, 14, 2, 4864, 151936, True),
+    "1.5B": _qwen(1536, 28, 12, 2, 8960, 151936, True),
+    "3B": _qwen(2048, 36, 16, 2, 11008, 151936, True),
+    "7B": _qwen(3584, 28, 28, 4, 18944, 152064, False),
+    "14B": _qwen(5120, 48, 40, 8, 13824, 152064, False),
+}
+
+PYTHIA_TOKENS = 299_892_736_000
+
+
+def _zoo_presets() -> dict[str, Preset]:
+    from .zoo import ZOO_SIZES, ZooSize
+
+    out = {}
+    for name, size in ZOO_SIZES.items():
+        size: ZooSize
+        out[name] = Preset(name, "zoo", "zoo", size.config_kwargs(), "gpt_neox")
+    return out
+
+
+PRESETS: dict[str, Preset] = {
+    **{f"pythia-{k}": Preset(f"pythia-{k}", "pythia", f"EleutherAI/pythia-{k}", v, "gpt_neox", PYTHIA_TOKENS)
+       for k, v in _PYTHIA_SHAPES.items()},
+    **{f"qwen2.5-{k}": Preset(f"qwen2.5-{k}", "qwen2.5", f"Qwen/Qwen2.5-{k}", v, "qwen2") for k, v in _QWEN_SHAPES.items()},
+    **_zoo_presets(),
+}
+
+#: Families by name, smallest first: what a notebook's ``family`` parameter accepts.
+FAMILIES: dict[str, list[str]] = {
+    fam: [p.name for p in PRESETS.values() if p.family == fam] for fam in ("zoo", "pythia", "qwen2.5")
+}
+
+
+def get_preset(name: str) -> Preset:
+    """A preset by its name (``pythia-14m``, ``qwen2.5-0.5B``, ``zoo-3m``) or hub id."""
+    if name in PRESETS:
+        return PRESETS[name]
+    for p in PRESETS.values():
+        if p.source == name:
+            return p
+    raise KeyError(f"unknown model preset {name!r}; accepted: {sorted(PRESETS)} (or their hub ids)")
+
+
+def family_sizes(family: str) -> list[str]:
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; accepted: {list(FAMILIES)}")
+    return list(FAMILIES[family])
+
+
+def _config(preset: Preset, num_labels: int = 2):
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.for_model(preset.model_type, **preset.config)
+    cfg.num_labels = num_labels
+    return cfg
+
+
+@lru_cache(maxsize=None)
+def num_params(name: str, kind: str = "classifier") -> int:
+    """Parameter count without weights: ``kind`` is "classifier" (2-way head, the
+    paper's model size) or "causal_lm" (with the unembedding)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    if kind not in ("classifier", "causal_lm"):
+        raise ValueError(f"kind must be 'classifier' or 'causal_lm', got {kind!r}")
+    preset = get_preset(name)
+    cls = AutoModelForSequenceClassification if kind == "classifier" else AutoModelForCausalLM
+    with torch.device("meta"):
+        model = cls.from_config(_config(preset))
+    return sum(p.numel() for p in model.parameters())
+
+
+def pretrain_compute(name: str) -> int | None:
+    """6 N D for a preset (N: causal-LM parameters; D: its pretraining tokens).
+
+    For the offline family, D and N come from the zoo's ``manifest.json``.
+    """
+    preset = get_preset(name)
+    if preset.family == "zoo":
+        rec = zoo_manifest().get("models", {}).get(name)
+        return int(rec["pretrain_flops"]) if rec else None
+    if preset.pretrain_tokens is None:
+        return None
+    return 6 * num_params(name, "causal_lm") * preset.pretrain_tokens
+
+
+def zoo_manifest() -> dict:
+    path = paths.zoo_dir() / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+# ------------------------------------------------------------------------- loading
+
+
+def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False):
+    """Tokenizer set up for classification: pad = eos, right padding."""
+    from transformers import AutoTokenizer
+
+    src = _resolve(name_or_path)
+    if src == "zoo":
+        src = str(paths.zoo_dir() / "tokenizer")
+    tok = AutoTokenizer.from_pretrained(src, revision=revision, trust_remote_code=trust_remote_code)
+    if tok.eos_token is None:
+        raise ValueError(f"tokenizer of {name_or_path!r} has no eos token; the lab pads with eos")
+    tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    return tok
+
+
+def _resolve(name_or_path: str) -> str:
+    """Where weights come from: "zoo", a local folder, or a hub id."""
+    if not isinstance(name_or_path, str) or not name_or_path:
+        raise ValueError(f"model must be a preset name, a local path or a hub id; got {name_or_path!r}")
+    if name_or_path in PRESETS:
+        preset = PRESETS[name_or_path]
+        if preset.family == "zoo":
+            folder = paths.zoo_dir() / name_or_path
+            if not (folder / "model.safetensors").exists():
+                raise FileNotFoundError(
+                    f"offline model {name_or_path!r} is not built at {folder}; run `make zoo` to build it"
+                )
+            return "zoo"
+        return preset.source
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path} exists but holds no config.json: not a saved model folder")
+        return str(path)
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:
+        raise FileNotFoundError(
+            f"model {name_or_path!r} is neither a preset ({sorted(PRESETS)}), an existing local folder, "
+            "nor a hub id of the form 'owner/name'"
+        )
+    return name_or_path  # a hub id: transformers will fetch it (needs internet)
+
+
+def load_classifier(
+    name_or_path: str,
+    num_labels: int = 2,
+    seed: int = 0,
+    dtype: str | torch.dtype = "float32",
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+):
+    """Load ``(model, tokenizer)``: a sequence classifier and its tokenizer.
+
+    ``name_or_path``: a preset (``zoo-3m``, ``pythia-14m``, ``qwen2.5-0.5B``), a hub id
+    (``EleutherAI/pythia-410m``) or a folder saved by :func:`save_classifier` or
+    ``save_pretrained``. A fresh classification head is initialised from ``seed``
+    (the body's weights do not depend on it). The model is returned in eval mode on
+    the CPU; the caller moves it (``accelerate`` does in :mod:`robustlib.finetune`).
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    src = _resolve(name_or_path)
+    torch_dtype = _dtype(dtype)
+    tokenizer = load_tokenizer(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    # The new head's initial weights are drawn from torch's global RNG.
+    torch.manual_seed(seed)
+    folder = str(paths.zoo_dir() / name_or_path) if src == "zoo" else src
+    model = AutoModelForSequenceClassification.from_pretrained(
+        folder,
+        num_labels=num_labels,
+        dtype=torch_dtype,
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+    )
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.eval()
+    return model, tokenizer
+
+
+def save_classifier(model, tokenizer, folder: str | Path) -> Path:
+    """Save a classifier and its tokenizer as safetensors + json (never pickle)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _dtype(dtype: str | torch.dtype) -> torch.dtype:
+    accepted = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if isinstance(dtype, torch.dtype):
+        if dtype in accepted.values():
+            return dtype
+    elif dtype in accepted:
+        return accepted[dtype]
+    raise ValueError(f"unknown dtype {dtype!r}; accepted: {list(accepted)}")
