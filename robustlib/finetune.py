@@ -291,3 +291,148 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
         num_params=n_params,
         config=asdict(cfg),
     )
+
+
+# ---------------------------------------------------------------------------- study
+
+
+@dataclass
+class FinetuneStudyConfig:
+    """Everything ``notebooks/01_finetune.ipynb`` takes: field names match its
+    ``parameters`` cell. One fine-tuning per (size, seed)."""
+
+    task: str = "password_match"
+    family: str = "zoo"
+    sizes: list = field(default_factory=lambda: ["zoo-0.3m", "zoo-1m"])
+    seeds: list = field(default_factory=lambda: [0])
+    n_train: int = 256
+    n_val: int = 128
+    data_seed: int = 0  # which examples are drawn (the same for every model seed)
+    data_source: str = ""  # local file/folder for hub tasks; "" = the task's own source
+    epochs: float = 1.0
+    batch_size: int = 32
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    schedule: str = "linear"
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    max_length: int = 512
+    device: str = "auto"
+    dtype: str = "float32"
+    save_checkpoints: bool = True
+
+    def __post_init__(self):
+        from . import models, tasks
+
+        tasks.get_task(self.task)  # unknown task: error listing the registered ones
+        sizes = models.family_sizes(self.family)
+        if not isinstance(self.sizes, (list, tuple)) or not self.sizes:
+            raise ValueError(f"sizes must be a non-empty list of {self.family} models; accepted: {sizes}")
+        wrong = [s for s in self.sizes if s not in sizes and not _is_path_or_hub_id(s)]
+        if wrong:
+            raise ValueError(f"sizes {wrong} are not in family {self.family!r}; accepted: {sizes} "
+                             "(or a local model folder / hub id)")
+        if len(set(self.sizes)) != len(self.sizes):
+            raise ValueError(f"sizes has duplicates: {self.sizes}")
+        if (not isinstance(self.seeds, (list, tuple)) or not self.seeds
+                or not all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds)):
+            raise ValueError(f"seeds must be a non-empty list of integers; got {self.seeds!r}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds has duplicates: {self.seeds}")
+        for name in ("n_train", "n_val"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"{name}={v!r} is invalid; accepted: a positive integer")
+        self.training(seed=0)  # validates the training settings
+
+    def training(self, seed: int) -> FinetuneConfig:
+        return FinetuneConfig(
+            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
+            schedule=self.schedule, warmup_ratio=self.warmup_ratio, weight_decay=self.weight_decay,
+            max_length=self.max_length, seed=seed, device=self.device, dtype=self.dtype,
+        )
+
+    @classmethod
+    def from_dict(cls, values: dict) -> FinetuneStudyConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown}; accepted: {sorted(known)}")
+        return cls(**values)
+
+
+def _is_path_or_hub_id(name) -> bool:
+    from pathlib import Path
+
+    return isinstance(name, str) and (Path(name).expanduser().exists() or name.count("/") == 1)
+
+
+def model_key(size: str, seed: int) -> str:
+    """Folder-safe name of one fine-tuned model in a run: ``<size>__seed<k>``."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in size)
+    return f"{safe}__seed{seed}"
+
+
+def run_study(cfg: FinetuneStudyConfig, run, progress: bool = True):
+    """Fine-tune every size x seed of ``cfg``, recording into ``run`` as it goes.
+
+    ``run`` is a :class:`robustlib.record.Run`. Each finished model appends one row to
+    the run's ``finetune`` table and (if ``save_checkpoints``) saves its weights under
+    ``artifacts/models/<size>__seed<k>/``; a killed study resumes where it stopped:
+    models already in the table are skipped, never retrained or counted twice.
+    Returns the table as a pandas DataFrame.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from . import models, tasks
+
+    source = cfg.data_source or None
+    train = tasks.load_examples(cfg.task, "train", n=cfg.n_train, seed=cfg.data_seed, source=source)
+    val = tasks.load_examples(cfg.task, "validation", n=cfg.n_val, seed=cfg.data_seed, source=source)
+    task = tasks.get_task(cfg.task)
+    done = _load_rows(run)
+    todo = [(size, seed) for size in cfg.sizes for seed in cfg.seeds if model_key(size, seed) not in done]
+    if len(todo) < len(cfg.sizes) * len(cfg.seeds):
+        log.info("resuming: %d of %d models already fine-tuned", len(done), len(cfg.sizes) * len(cfg.seeds))
+    for size, seed in tqdm(todo, desc="models", disable=not progress):
+        model, tokenizer = models.load_classifier(size, seed=seed)
+        result = finetune(model, tokenizer, train, val, cfg.training(seed))
+        key = model_key(size, seed)
+        checkpoint = ""
+        if cfg.save_checkpoints:
+            checkpoint = str(models.save_classifier(model, tokenizer, run.artifact_path("models", key)))
+        preset = models.PRESETS.get(size)
+        row = {
+            "model_key": key,
+            "model": size,
+            "family": preset.family if preset else "custom",
+            "seed": seed,
+            "task": task.name,
+            "task_version": task.version,
+            "n_train": len(train),
+            "n_val": len(val),
+            "checkpoint": checkpoint,
+            "pretrain_compute": models.pretrain_compute(size) if preset else None,
+            **result.as_record(),
+        }
+        done[key] = row
+        run.save_table("finetune", list(done.values()))
+        run.save_json(f"losses/{key}.json", result.train_losses)
+        del model
+    return pd.DataFrame(list(done.values())).sort_values(["num_params", "seed"]).reset_index(drop=True)
+
+
+def _load_rows(run) -> dict:
+    try:
+        table = run.load_table("finetune")
+    except FileNotFoundError:
+        return {}
+    return {row["model_key"]: row for row in table.to_dict("records")}
+
+
+def summarize(table):
+    """Median, min and max validation accuracy over seeds, per model size."""
+    g = table.groupby(["model", "num_params"], as_index=False)["val_accuracy"]
+    out = g.agg(median="median", min="min", max="max", seeds="count")
+    return out.sort_values("num_params").reset_index(drop=True)

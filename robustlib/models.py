@@ -172,9 +172,13 @@ def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_
     """Tokenizer set up for classification: pad = eos, right padding."""
     from transformers import AutoTokenizer
 
-    src = _resolve(name_or_path)
-    if src == "zoo":
-        src = str(paths.zoo_dir() / "tokenizer")
+    preset = PRESETS.get(name_or_path)
+    if preset is not None and preset.family == "zoo":
+        src = str(paths.zoo_dir() / "tokenizer")  # shared by the family; needs no weights
+        if not Path(src, "tokenizer.json").exists():
+            raise FileNotFoundError(f"the offline tokenizer is not built at {src}; run `make zoo` to build it")
+    else:
+        src = _resolve(name_or_path)
     tok = AutoTokenizer.from_pretrained(src, revision=revision, trust_remote_code=trust_remote_code)
     if tok.eos_token is None:
         raise ValueError(f"tokenizer of {name_or_path!r} has no eos token; the lab pads with eos")

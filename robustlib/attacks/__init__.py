@@ -1,0 +1,87 @@
+"""Attacks on classifiers (and, with ``target="string"``, on causal LMs).
+
+nanoGCG-style: a config dataclass in, an :class:`AttackResult` out, the caller owns
+the model::
+
+    from robustlib import attacks
+    result = attacks.run_attack("gcg", model, tokenizer, examples, attacks.GCGConfig(iterations=10))
+    result.asr            # ASR at iterations 0..10 (ASR@0 = 0)
+    result.asr_frame()    # iteration, asr, cumulative FLOPs (paper and real)
+    result.to_frame()     # one row per (example, iteration)
+
+Each attack is also a class that can be stepped (``GCG(model, tok, examples, cfg).step()``),
+for interactive explorers. Registry: :data:`ATTACKS` (name -> class), :func:`get_attack`.
+Shared machinery (vocabulary, re-encoding filter, prefix-cached batched scoring,
+compute accounting) lives in :mod:`robustlib.attacks.base`.
+"""
+
+from __future__ import annotations
+
+from .base import (
+    Attack,
+    AttackConfig,
+    AttackResult,
+    ExampleRecord,
+    allowed_token_ids,
+    asr_curve,
+    initial_attack_ids,
+    reencoding_filter,
+    run_batched,
+)
+from .gcg import GCG, GCGConfig
+from .random_token import RandomToken, RandomTokenConfig
+
+#: Attacks by name. BEAST will join them.
+ATTACKS: dict[str, type[Attack]] = {"random_token": RandomToken, "gcg": GCG}
+
+
+def get_attack(name: str) -> type[Attack]:
+    """The attack class registered as ``name``."""
+    if isinstance(name, str) and name in ATTACKS:
+        return ATTACKS[name]
+    raise ValueError(f"unknown attack {name!r}; accepted: {', '.join(sorted(ATTACKS))}")
+
+
+def register_attack(cls: type[Attack], *, overwrite: bool = False) -> type[Attack]:
+    """Add an :class:`Attack` subclass under ``cls.name`` (usable as a decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, Attack)):
+        raise TypeError(f"register_attack expects an Attack subclass, got {cls!r}")
+    if cls.name in ATTACKS and not overwrite:
+        raise ValueError(f"attack name {cls.name!r} is already registered; pass overwrite=True to replace it")
+    ATTACKS[cls.name] = cls
+    return cls
+
+
+def get_config_class(name: str) -> type[AttackConfig]:
+    """The config dataclass of the attack called ``name``."""
+    return get_attack(name).config_class
+
+
+def run_attack(name: str, model, tokenizer, examples, config: AttackConfig | dict | None = None) -> AttackResult:
+    """Run the attack called ``name`` on ``examples`` (batches of ``config.batch_examples``).
+
+    ``config`` may be the attack's config, a plain :class:`AttackConfig` (upgraded with
+    the attack's defaults), a dict (unknown keys rejected) or None (defaults).
+    """
+    return run_batched(get_attack(name), model, tokenizer, examples, config)
+
+
+__all__ = [
+    "ATTACKS",
+    "GCG",
+    "Attack",
+    "AttackConfig",
+    "AttackResult",
+    "ExampleRecord",
+    "GCGConfig",
+    "RandomToken",
+    "RandomTokenConfig",
+    "allowed_token_ids",
+    "asr_curve",
+    "get_attack",
+    "get_config_class",
+    "initial_attack_ids",
+    "reencoding_filter",
+    "register_attack",
+    "run_attack",
+]

@@ -1,0 +1,128 @@
+"""Greedy Coordinate Gradient (Zou et al. 2023), as used in the paper.
+
+Each iteration, for every attacked example (batched across examples):
+
+1. one forward + backward pass gives the gradient of the loss toward the target
+   with respect to the one-hot matrix of the current attack tokens
+   (``(n_attack_tokens, vocab)``, through ``model.get_input_embeddings()``); gradients
+   of tokens an attack may not use (:func:`~robustlib.attacks.base.allowed_token_ids`)
+   are set to +inf;
+2. the ``top_k`` tokens with the most negative gradient are kept per position;
+3. ``n_candidates`` single-token swaps are sampled (position uniform, token uniform
+   among that position's top-k; a seeded generator per example); duplicates are not
+   removed (the paper's accounting counts every candidate);
+4. candidates that do not survive decode/re-encode in context are dropped
+   (:func:`~robustlib.attacks.base.reencoding_filter`);
+5. the remaining candidates are scored in batches (prefix KV cache), and the one with
+   the lowest loss becomes the current attack, even if it is worse than the previous
+   one (as in GCG and nanoGCG; the record keeps the best loss seen). If no candidate
+   survives, the attack is unchanged for this iteration.
+
+The initial attack is one token repeated (``" @"`` first, see
+:data:`~robustlib.attacks.base.INITIAL_ATTACK_TOKENS`), the first that re-encodes
+stably in the example's context. Paper settings are the defaults: ``top_k=256``,
+``n_candidates=128``, 10 attack tokens; 10 iterations against undefended models, 128
+against adversarially trained ones.
+
+Compute per example and iteration (paper convention): ``6 N L`` for the gradient pass
+plus ``2 N L K`` for the ``K`` candidates kept, ``L`` the full attacked length.
+
+Usage::
+
+    from robustlib.attacks import gcg
+    result = gcg.run(model, tokenizer, examples, gcg.GCGConfig(iterations=10))
+    # or step by step
+    attack = gcg.GCG(model, tokenizer, examples, gcg.GCGConfig(iterations=10))
+    attack.step(); attack.result().asr
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .base import Attack, AttackConfig, AttackResult, _is_int, initial_attack_ids, run_batched
+
+
+@dataclass
+class GCGConfig(AttackConfig):
+    """GCG settings (paper values as defaults) on top of :class:`AttackConfig`."""
+
+    top_k: int = 256  # tokens kept per position, by most negative gradient
+    n_candidates: int = 128  # single-token swaps sampled per example and iteration
+    candidate_batch_size: int = 128  # rows per forward pass; halves on out-of-memory
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("top_k", "n_candidates"):
+            value = getattr(self, name)
+            if not _is_int(value) or value <= 0:
+                self._bad(name, value, "a positive integer")
+
+
+class GCG(Attack):
+    """GCG driven one iteration at a time (see the module docstring)."""
+
+    name = "gcg"
+    config_class = GCGConfig
+
+    def _init_attacks(self) -> None:
+        n = self.config.n_attack_tokens
+        for i in self.attacked:
+            s = self.sites[i]
+            self.current[i] = initial_attack_ids(self.tokenizer, s.before, s.after, n, self.allowed,
+                                                 s.before_ids, s.after_ids)
+
+    def _step(self, active: list[int]) -> dict[int, dict]:
+        cfg: GCGConfig = self.config  # type: ignore[assignment]
+        n, c = cfg.n_attack_tokens, cfg.n_candidates
+        k = min(cfg.top_k, len(self.allowed))
+        grads = self.scorer.gradient([self.sites[i] for i in active], [self.current[i] for i in active])
+
+        row_sites, row_ids, owners = [], [], []
+        for i, g in zip(active, grads):
+            if self.iteration == 0:
+                self.records[i].initial_loss = g.loss
+            grad = g.grad.clone()
+            grad[:, ~self.allowed_mask] = float("inf")
+            top = (-grad).topk(k, dim=1).indices.cpu()  # (n, k)
+            g.grad = None  # free it
+            gen = self.generators[i]
+            pos = torch.randint(n, (c,), generator=gen)
+            choice = torch.randint(k, (c,), generator=gen)
+            cands = torch.tensor(self.current[i], dtype=torch.long).repeat(c, 1)
+            cands[torch.arange(c), pos] = top[pos, choice]
+            keep = torch.tensor(self._filter(i, cands), dtype=torch.bool)
+            for row in cands[keep].tolist():
+                row_sites.append(self.sites[i])
+                row_ids.append(row)
+                owners.append(i)
+        scores = self.scorer.evaluate(row_sites, row_ids) if row_ids else []
+
+        mine: dict[int, list[int]] = {i: [] for i in active}
+        for r, i in enumerate(owners):
+            mine[i].append(r)
+        out = {}
+        for i, g in zip(active, grads):
+            rows = mine[i]
+            paper = g.flops_paper + sum(scores[r].flops_paper for r in rows)
+            real = g.flops_real + sum(scores[r].flops_real for r in rows)
+            if rows:
+                best = min(rows, key=lambda r: scores[r].loss)  # first of equal losses
+                self.current[i] = row_ids[best]
+                sc = scores[best]
+                loss, success, pred = sc.loss, sc.success, sc.prediction
+            else:  # nothing survived the filter: keep the attack, its loss from the gradient pass
+                loss, success, pred = g.loss, g.success, g.prediction
+            out[i] = {"ids": list(self.current[i]), "loss": loss, "success": success, "prediction": pred,
+                      "n_evaluated": len(rows), "flops_paper": paper, "flops_real": real}
+        return out
+
+
+def run(model, tokenizer, examples, config: GCGConfig | dict | None = None) -> AttackResult:
+    """Attack ``examples`` with GCG (in batches of ``config.batch_examples``)."""
+    return run_batched(GCG, model, tokenizer, examples, config)
+
+
+__all__ = ["GCG", "GCGConfig", "run"]

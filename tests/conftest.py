@@ -1,0 +1,36 @@
+"""Shared fixtures. The run store and reports go to a temporary folder for the whole
+session (set before any notebook kernel starts, so nbval's kernels inherit it)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+_tmp = tempfile.mkdtemp(prefix="robustlib-test-")
+os.environ.setdefault("ROBUSTLIB_RUNS", os.path.join(_tmp, "runs"))
+os.environ.setdefault("ROBUSTLIB_REPORTS", os.path.join(_tmp, "reports"))
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def zoo_tokenizer():
+    from robustlib import models
+
+    return models.load_tokenizer("zoo-0.3m")
+
+
+@pytest.fixture()
+def tiny_classifier(zoo_tokenizer):
+    """A random-init 2-layer GPT-NeoX classifier (~40k parameters) with the zoo tokenizer."""
+    from transformers import GPTNeoXConfig, GPTNeoXForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = GPTNeoXConfig(
+        vocab_size=len(zoo_tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=512, num_labels=2,
+        pad_token_id=zoo_tokenizer.pad_token_id, tie_word_embeddings=False,
+    )
+    return GPTNeoXForSequenceClassification(cfg).eval(), zoo_tokenizer

@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from robustlib import flops, models
+
+
+def test_pythia_14m_forward_flops_per_token():
+    n = models.num_params("pythia-14m", "causal_lm")
+    assert n == 14_067_712
+    assert flops.forward_flops(n, 1) == 28_135_424
+
+
+def test_paper_convention_ratios():
+    assert flops.backward_flops(10, 3) == 2 * flops.forward_flops(10, 3)
+    assert flops.training_flops(7, 11) == 6 * 7 * 11
+    assert flops.pretrain_flops(1_000) == 6 * 1_000 * flops.PYTHIA_PRETRAIN_TOKENS
+
+
+def test_pythia_pretrain_compute_uses_lm_params():
+    assert models.pretrain_compute("pythia-14m") == 6 * 14_067_712 * 299_892_736_000
+
+
+def test_counted_tallies_both_conventions(tiny_classifier):
+    model, tok = tiny_classifier
+    n = flops.count_params(model)
+    x = torch.randint(1, 100, (3, 20))
+    tally = flops.FlopTally()
+    for _ in range(2):
+        flops.counted(tally, ("fwd", 3, 20), n, x.numel(), False, lambda: model(input_ids=x))
+    assert tally.paper == 2 * (2 * n * 60)
+    assert tally.tokens == 120
+    # The real count comes from the kernels: measured once, reused for the same shape.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as mode:
+        model(input_ids=x)
+    assert tally.real == 2 * mode.get_total_flops() > 0
+    # A training step counts the backward too: about 3x a forward's matmuls.
+    t2 = flops.FlopTally()
+
+    def step():
+        out = model(input_ids=x).logits.sum()
+        out.backward()
+
+    flops.counted(t2, ("train", 3, 20), n, x.numel(), True, step)
+    assert t2.paper == 6 * n * 60
+    assert 2.5 * mode.get_total_flops() <= t2.real <= 3.5 * mode.get_total_flops()
+
+
+def test_mfu_rejects_nonpositive():
+    assert flops.mfu(1e12, 2.0, 1e12) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="seconds"):
+        flops.mfu(1.0, 0.0, 1.0)

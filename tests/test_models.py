@@ -1,0 +1,88 @@
+import pytest
+import torch
+
+from robustlib import models
+
+# Parameter counts of the classifiers, as PAPER.md "Models" prints them.
+PYTHIA = {
+    "pythia-14m": "7629056", "pythia-31m": "17.6M", "pythia-70m": "44.7M", "pythia-160m": "123.7M",
+    "pythia-410m": "353.8M", "pythia-1b": "908.8M", "pythia-1.4b": "1.31B", "pythia-2.8b": "2.65B",
+    "pythia-6.9b": "6.65B", "pythia-12b": "11.59B",
+}
+
+
+@pytest.mark.parametrize("name,printed", PYTHIA.items())
+def test_pythia_classifier_param_counts(name, printed):
+    n = models.num_params(name)
+    if printed.isdigit():
+        assert n == int(printed)
+        return
+    unit = {"M": 1e6, "B": 1e9}[printed[-1]]
+    decimals = len(printed[:-1].split(".")[1])
+    assert f"{n / unit:.{decimals}f}" == printed[:-1]
+
+
+def test_qwen_presets_are_ordered_and_sized():
+    sizes = [models.num_params(n) for n in models.family_sizes("qwen2.5")]
+    assert sizes == sorted(sizes)
+    assert 0.45e9 < sizes[0] < 0.55e9 and 13e9 < sizes[-1] < 15e9
+
+
+def test_zoo_family_spans_30x_and_has_4_sizes():
+    names = models.family_sizes("zoo")
+    sizes = [models.num_params(n) for n in names]
+    assert len(names) >= 4 and sizes == sorted(sizes)
+    assert sizes[-1] / sizes[0] >= 30
+
+
+def test_hub_id_resolves_to_preset():
+    assert models.get_preset("EleutherAI/pythia-14m").name == "pythia-14m"
+    with pytest.raises(KeyError, match="accepted"):
+        models.get_preset("pythia-13m")
+
+
+def test_unknown_family_and_bad_names():
+    with pytest.raises(ValueError, match="accepted"):
+        models.family_sizes("gpt5")
+    with pytest.raises(FileNotFoundError, match="neither a preset"):
+        models.load_classifier("./no/such/model")
+    with pytest.raises(ValueError, match="dtype"):
+        models._dtype("float8")
+
+
+def test_zoo_classifier_loads_offline_with_pad_eos_right(tmp_path):
+    model, tok = models.load_classifier("zoo-0.3m", seed=3)
+    assert tok.pad_token == tok.eos_token and tok.padding_side == "right"
+    assert model.config.pad_token_id == tok.pad_token_id
+    assert sum(p.numel() for p in model.parameters()) == models.num_params("zoo-0.3m")
+    # The body is pretrained (same for every seed); the head depends on the seed.
+    model2, _ = models.load_classifier("zoo-0.3m", seed=4)
+    body = "gpt_neox.layers.0.attention.query_key_value.weight"
+    sd1, sd2 = model.state_dict(), model2.state_dict()
+    assert torch.equal(sd1[body], sd2[body])
+    assert not torch.equal(sd1["score.weight"], sd2["score.weight"])
+    # Saved as safetensors and reloaded from a local path, logits unchanged.
+    folder = models.save_classifier(model, tok, tmp_path / "m")
+    assert (folder / "model.safetensors").exists() and not list(folder.glob("*.bin"))
+    again, _ = models.load_classifier(str(folder))
+    x = tok(["System password: a\nUser password: b"], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(model(**x).logits, again(**x).logits)
+
+
+def test_head_reads_last_non_pad_token():
+    model, tok = models.load_classifier("zoo-0.3m")
+    texts = ["short text", "a considerably longer text than the first one"]
+    batch = tok(texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        batched = model(**batch).logits
+        single = torch.cat([model(**tok([t], return_tensors="pt")).logits for t in texts])
+    assert torch.allclose(batched, single, atol=1e-5)
+
+
+def test_zoo_pretrain_compute_recorded():
+    manifest = models.zoo_manifest()
+    for name in models.family_sizes("zoo"):
+        rec = manifest["models"][name]
+        assert models.pretrain_compute(name) == 6 * rec["lm_num_params"] * rec["pretrain_tokens"]
+        assert rec["lm_num_params"] == models.num_params(name, "causal_lm")
