@@ -38,3 +38,14 @@ def accuracy_vs_params(table: pd.DataFrame, title: str = "Validation accuracy vs
         tooltip=["model", "seed", "val_accuracy"],
     )
     return (band + line + points).properties(title=title, width=420, height=280)
+
+
+def use_notebook_renderer() -> None:
+    """Show charts as inline SVG rendered by vl-convert.
+
+    Why not vega-lite data: Altair 6 emits it under ``application/vnd.vegalite.v6.json``,
+    which nbformat's schema rejects (JSON outputs must end in ``+json``), so Papermill
+    cannot save the executed notebook; and the default HTML renderer loads vega from
+    a CDN, which offline reports must not. SVG is valid, static and self-contained.
+    """
+    alt.renderers.enable("svg")

@@ -1,0 +1,83 @@
+"""Command line: ``python -m robustlib {run,pipeline,report,params} ...``.
+
+User errors (unknown notebook or parameter, wrong type, missing file) print one
+line to stderr and exit with status 2, before any compute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import yaml
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m robustlib", description="robustlib lab")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="validate parameters and execute one notebook into the run store")
+    run.add_argument("notebook", help="notebook path or name in notebooks/ (e.g. 01_finetune)")
+    run.add_argument("-f", "--params-file", help="YAML file of parameters (flat, or a pipeline file)")
+    run.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                     help="override one parameter; VALUE is parsed as YAML (e.g. -p seeds '[0, 1]')")
+    run.add_argument("--study", default=None, help="study name (default: the params file's, else 'default')")
+    run.add_argument("--name", default=None, help="run name (default: notebook + hash of parameters)")
+
+    pipe = sub.add_parser("pipeline", help="run a pipeline params file's notebooks in order, then the report")
+    pipe.add_argument("params_file")
+    pipe.add_argument("--no-report", action="store_true")
+
+    rep = sub.add_parser("report", help="export a study's executed notebooks to reports/<study>/report.html")
+    rep.add_argument("study")
+
+    par = sub.add_parser("params", help="list a notebook's parameters")
+    par.add_argument("notebook")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    from . import report, runner
+
+    try:
+        if args.command == "params":
+            for spec in runner.notebook_parameters(args.notebook).values():
+                print(f"{spec.name:20} {spec.type_name:6} {spec.default!r:32} {spec.help}")
+        elif args.command == "run":
+            params: dict = {}
+            study = args.study
+            if args.params_file:
+                data = runner.load_params(args.params_file)
+                if "notebooks" in data:  # a pipeline file: take this notebook's section
+                    stem = runner.resolve_notebook(args.notebook).stem
+                    params = dict(data["notebooks"].get(stem) or {})
+                    study = study or data.get("study")
+                else:
+                    params = data
+            for name, value in args.param:
+                params[name] = yaml.safe_load(value)
+            run = runner.run_notebook(args.notebook, params, study=study or "default", name=args.name)
+            print(run.path)
+        elif args.command == "pipeline":
+            runs = runner.run_pipeline(args.params_file, report=False)
+            for run in runs:
+                print(run.path)
+            if not args.no_report:
+                print(report.export_study(runner.load_params(args.params_file).get("study", "default")))
+        elif args.command == "report":
+            print(report.export_study(args.study))
+    except (ValueError, TypeError, KeyError, FileNotFoundError, LookupError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""The run store: every run's parameters, provenance, metrics, tables and artifacts.
+
+Layout (``runs_dir()`` is ``<project>/runs`` or ``$ROBUSTLIB_RUNS``)::
+
+    runs/<study>/<run>/params.yaml       what the notebook was given
+                       provenance.json   git commit, package versions, machine, time
+                       status.json       running / completed / failed, with times
+                       metrics.json      scalar results (merged on each log)
+                       tables/<name>.jsonl  row tables (one JSON object per line)
+                       artifacts/...     checkpoints (safetensors), executed notebook, ...
+
+A run is identified by its study and its parameters: without an explicit name it is
+``<notebook>-<hash of params>``, so re-running the same thing finds (and resumes)
+the same run, from any process or machine sharing the folder. Every write is atomic
+(temp file + ``os.replace``): a killed process never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import paths
+
+log = logging.getLogger("robustlib.record")
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_PACKAGES = ("robustlib", "torch", "transformers", "datasets", "accelerate", "tokenizers", "papermill", "altair")
+
+
+def check_name(kind: str, value: str) -> str:
+    """Study and run names become folder names: letters, digits, ``_ . -`` only."""
+    if not isinstance(value, str) or not _NAME.match(value) or value in (".", ".."):
+        raise ValueError(f"invalid {kind} name {value!r}; accepted: letters, digits, '_', '.', '-'")
+    return value
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe: NaN/inf -> None, numpy scalars -> Python, tuples -> lists."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        return _clean(obj.item())
+    return obj
+
+
+def atomic_write(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` so readers see the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; runs are shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def dump_json(obj: Any) -> str:
+    return json.dumps(_clean(obj), indent=2, sort_keys=True, allow_nan=False)
+
+
+def params_hash(params: dict) -> str:
+    canonical = json.dumps(_clean(params), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def provenance(seeds: Any = None) -> dict:
+    """Where and with what a run was made."""
+    root = paths.project_root()
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    versions = {}
+    for pkg in _PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": None if status is None else bool(status),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "hostname": socket.gethostname(),
+        "user": getpass.getuser(),
+        "cpu_count": os.cpu_count(),
+        "packages": versions,
+        "seeds": seeds,
+        "argv": sys.argv,
+        "created": now(),
+    }
+
+
+class Run:
+    """One run's folder. Create or reopen runs through :class:`RunStore`."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.study = self.path.parent.name
+        self.name = self.path.name
+
+    def __repr__(self) -> str:
+        return f"Run({self.study}/{self.name}, {self.status.get('state', '?')})"
+
+    # -- files
+    def _read_json(self, name: str, default: Any = None) -> Any:
+        path = self.path / name
+        return json.loads(path.read_text()) if path.exists() else default
+
+    @property
+    def params(self) -> dict:
+        path = self.path / "params.yaml"
+        return yaml.safe_load(path.read_text()) or {} if path.exists() else {}
+
+    @property
+    def provenance(self) -> dict:
+        return self._read_json("provenance.json", {})
+
+    @property
+    def status(self) -> dict:
+        return self._read_json("status.json", {})
+
+    @property
+    def notebook(self) -> str | None:
+        return self.status.get("notebook")
+
+    @property
+    def metrics(self) -> dict:
+        return self._read_json("metrics.json", {})
+
+    def log_metrics(self, values: dict | None = None, **kv: Any) -> dict:
+        """Merge scalars into ``metrics.json`` (later values win)."""
+        merged = {**self.metrics, **(values or {}), **kv}
+        atomic_write(self.path / "metrics.json", dump_json(merged))
+        return merged
+
+    def save_json(self, name: str, obj: Any) -> Path:
+        return atomic_write(self.artifact_path(name), dump_json(obj))
+
+    def load_json(self, name: str) -> Any:
+        path = self.path / "artifacts" / name
+        if not path.exists():
+            raise FileNotFoundError(f"run {self.study}/{self.name} has no artifact {name!r}")
+        return json.loads(path.read_text())
+
+    def save_table(self, name: str, rows) -> Path:
+        """Save rows (a list of dicts or a DataFrame) as JSON lines, replacing the table."""
+        if hasattr(rows, "to_dict"):
+            rows = rows.to_dict("records")
+        text = "".join(json.dumps(_clean(r), sort_keys=True, allow_nan=False) + "\n" for r in rows)
+        return atomic_write(self.path / "tables" / f"{check_name('table', name)}.jsonl", text)
+
+    def load_table(self, name: str):
+        import pandas as pd
+
+        path = self.path / "tables" / f"{name}.jsonl"
+        if not path.exists():
+            raise FileNotFoundError(f"run {self.study}/{self.name} has no table {name!r}")
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return pd.DataFrame(lines)
+
+    def artifact_path(self, *parts: str) -> Path:
+        """``<run>/artifacts/<parts...>``, its parent folder created."""
+        for p in parts:
+            if p in ("..", "") or Path(p).is_absolute():
+                raise ValueError(f"invalid artifact path part {p!r}")
+        path = self.path.joinpath("artifacts", *parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # -- state
+    def _set_status(self, **kv: Any) -> None:
+        atomic_write(self.path / "status.json", dump_json({**self.status, **kv}))
+
+    def mark_running(self) -> None:
+        self._set_status(state="running", started=now(), error=None)
+
+    def mark_completed(self) -> None:
+        self._set_status(state="completed", completed=now())
+
+    def mark_failed(self, error: Any) -> None:
+        self._set_status(state="failed", failed=now(), error=str(error))
+
+    @property
+    def completed(self) -> bool:
+        return self.status.get("state") == "completed"
+
+
+class RunStore:
+    """The folder of studies and runs (default: :func:`robustlib.paths.runs_dir`)."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root else paths.runs_dir()
+
+    def create_run(self, study: str, params: dict, name: str | None = None, notebook: str | None = None) -> Run:
+        """A run for ``params`` in ``study``; reopened (nothing lost) if it exists."""
+        check_name("study", study)
+        name = check_name("run", name or f"{notebook or 'run'}-{params_hash(params)}")
+        run = Run(self.root / study / name)
+        fresh = not (run.path / "params.yaml").exists()
+        run.path.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            atomic_write(run.path / "params.yaml", yaml.safe_dump(_clean(params), sort_keys=True))
+            seeds = params.get("seeds", params.get("seed")) if isinstance(params, dict) else None
+            atomic_write(run.path / "provenance.json", dump_json(provenance(seeds)))
+        if notebook and run.status.get("notebook") != notebook:
+            run._set_status(notebook=notebook)
+        if not run.completed:
+            run.mark_running()
+        return run
+
+    def studies(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.exists() else []
+
+    def runs(self, study: str) -> list[Run]:
+        folder = self.root / check_name("study", study)
+        return [Run(p) for p in sorted(folder.iterdir()) if p.is_dir()] if folder.exists() else []
+
+    def latest(self, study: str, notebook: str | None = None) -> Run:
+        """The most recently completed run of ``notebook`` (any, if None) in ``study``."""
+        done = [r for r in self.runs(study) if r.completed and (notebook is None or r.notebook == notebook)]
+        if not done:
+            have = sorted({r.notebook or "?" for r in self.runs(study) if r.completed})
+            raise LookupError(
+                f"no completed {notebook or ''} run in study {study!r} (completed notebooks there: {have}; "
+                f"studies in {self.root}: {self.studies()})"
+            )
+        return max(done, key=lambda r: r.status.get("completed", ""))
+
+
+def open_run(run_dir: str = "", study: str = "default", notebook: str | None = None, params: dict | None = None) -> Run:
+    """What a notebook calls first: the run the runner made (``run_dir``), or a new one.
+
+    When a notebook runs outside the runner (nbval, JupyterLab), ``run_dir`` is empty
+    and a run named after the notebook and its parameters is created in ``study``.
+    """
+    if run_dir:
+        path = Path(run_dir)
+        if not (path / "params.yaml").exists():
+            raise FileNotFoundError(f"run_dir {run_dir!r} is not a run folder (no params.yaml)")
+        run = Run(path)
+        if notebook and run.notebook != notebook:
+            run._set_status(notebook=notebook)
+        return run
+    return RunStore().create_run(study, params or {}, notebook=notebook)

@@ -1,0 +1,145 @@
+"""Reports: a study's executed notebooks as one self-contained HTML file.
+
+``export_study("demo")`` writes ``reports/demo/report.html``: a title block (study,
+date, runs and their provenance), then each notebook's latest completed run in
+notebook order, code cells hidden. Self-contained means a reader offline sees
+everything: no script, style sheet or font is fetched from the web. nbconvert's
+``lab``/``classic`` templates load require.js and MathJax from a CDN, so the body is
+rendered with the ``basic`` template inside the lab's own small style sheet, and
+Altair charts (vega-lite outputs, which need vega's JavaScript) are replaced by
+inline SVG rendered with ``vl-convert``.
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+import logging
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import nbformat
+
+from . import paths
+from .record import RunStore, atomic_write, check_name
+
+log = logging.getLogger("robustlib.report")
+
+_VEGALITE = re.compile(r"^application/vnd\.vegalite\.v(\d+)(\.\d+)?(\+json|\.json)$")
+
+CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1100px;
+       margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
+h1, h2, h3 { line-height: 1.2; } h1 { border-bottom: 2px solid #333; padding-bottom: .2em; }
+section.notebook { border-top: 1px solid #ccc; margin-top: 2.5em; padding-top: 1em; }
+table { border-collapse: collapse; font-size: 0.85em; margin: .5em 0; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; } th { background: #f3f3f3; }
+pre { background: #f7f7f7; padding: .6em; overflow-x: auto; font-size: 0.85em; }
+.meta { color: #555; font-size: 0.9em; } .jp-RenderedSVG svg, img { max-width: 100%; height: auto; }
+.jp-OutputPrompt, .jp-InputPrompt, .prompt { display: none; }
+"""
+
+
+def _vegalite_to_svg(spec: dict, major: str) -> str:
+    import vl_convert
+
+    versions = [v for v in vl_convert.get_vegalite_versions() if v.startswith(f"{major}.")]
+    return vl_convert.vegalite_to_svg(spec, vl_version=versions[-1] if versions else None)
+
+
+def static_charts(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of ``nb`` whose vega-lite outputs are inline SVG (nothing else kept)."""
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            key = next((k for k in data if _VEGALITE.match(k)), None)
+            if key is None:
+                continue
+            svg = _vegalite_to_svg(data[key], _VEGALITE.match(key).group(1))
+            out["data"] = {"image/svg+xml": svg}
+            out.get("metadata", {}).pop(key, None)
+    return nb
+
+
+def notebook_body(nb: nbformat.NotebookNode) -> str:
+    """The notebook's markdown and outputs as HTML, inputs hidden, no external refs."""
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="basic", exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(static_charts(nb))
+    # The basic template loads nothing from the web; drop anything that would.
+    return re.sub(r"<script\b[^>]*\bsrc=[\"']https?:[^>]*>\s*</script>", "", body, flags=re.I)
+
+
+def external_references(text: str) -> list[str]:
+    """``src``/``href`` attributes of scripts, styles and images that point to the web."""
+    pattern = r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)=[\"'](https?:[^\"']+)"
+    return re.findall(pattern, text, flags=re.I)
+
+
+def export_study(study: str, out: str | Path | None = None) -> Path:
+    """Write one self-contained HTML report of ``study``'s latest completed runs."""
+    check_name("study", study)
+    store = RunStore()
+    runs = [r for r in store.runs(study) if r.completed and (r.path / "notebook.ipynb").exists()]
+    if not runs:
+        raise LookupError(f"study {study!r} has no completed notebook runs in {store.root}; "
+                          f"studies there: {store.studies()}")
+    latest = {}
+    for run in sorted(runs, key=lambda r: r.status.get("completed", "")):
+        latest[run.notebook or run.name] = run  # later completions win
+    ordered = [latest[k] for k in sorted(latest)]
+
+    rows = []
+    for run in ordered:
+        prov = run.provenance
+        commit = (prov.get("git_commit") or "?")[:10] + (" (dirty)" if prov.get("git_dirty") else "")
+        rows.append(
+            f"<tr><td>{html.escape(run.notebook or '')}</td><td>{html.escape(run.name)}</td>"
+            f"<td>{html.escape(run.status.get('completed', ''))}</td><td>{html.escape(commit)}</td>"
+            f"<td>{html.escape(str(prov.get('hostname', '')))} · {prov.get('cpu_count', '?')} CPUs · "
+            f"torch {html.escape(str((prov.get('packages') or {}).get('torch')))}</td></tr>"
+        )
+    sections = [
+        f'<section class="notebook" id="{html.escape(run.notebook or run.name)}">'
+        f"{notebook_body(nbformat.read(run.path / 'notebook.ipynb', as_version=4))}</section>"
+        for run in ordered
+    ]
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>robustlib lab · {html.escape(study)}</title>
+<style>{CSS}</style></head>
+<body>
+<h1>robustlib lab report: {html.escape(study)}</h1>
+<p class="meta">Generated {date}. Each section is a notebook's latest completed run in this study
+(code hidden; parameters, checkpoints and metrics are in the run folders).</p>
+<table><tr><th>notebook</th><th>run</th><th>completed</th><th>git commit</th><th>machine</th></tr>
+{''.join(rows)}</table>
+{''.join(sections)}
+</body></html>
+"""
+    refs = external_references(page)
+    if refs:  # never ship a report that needs the network
+        raise RuntimeError(f"report would load from the web: {refs[:3]}")
+    target = Path(out) if out else paths.reports_dir() / study / "report.html"
+    atomic_write(target, page)
+    log.info("report written to %s", target)
+    return target
+
+
+def export_chart(chart, path: str | Path) -> Path:
+    """Save an Altair chart as ``.svg``, ``.png`` or self-contained ``.html``."""
+    path = Path(path)
+    accepted = (".svg", ".png", ".html")
+    if path.suffix not in accepted:
+        raise ValueError(f"cannot export a chart to {path.name!r}; accepted suffixes: {list(accepted)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".html":
+        chart.save(str(path), inline=True)  # vega's JavaScript embedded, nothing fetched
+    else:
+        chart.save(str(path))
+    return path

@@ -1,0 +1,110 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from robustlib import record, runner
+
+FIXTURE = Path(__file__).parent / "notebooks" / "fixture.ipynb"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROBUSTLIB_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("ROBUSTLIB_REPORTS", str(tmp_path / "reports"))
+
+
+def test_parameter_table_is_parsed():
+    specs = runner.notebook_parameters(FIXTURE)
+    assert list(specs) == ["study", "run_dir", "scale", "repeats", "label", "items", "fail"]
+    assert specs["scale"].type_name == "float" and specs["scale"].default == 1.5
+    assert specs["items"].default == [1, 2] and specs["repeats"].help == "a count"
+
+
+def test_every_lab_notebook_declares_study_and_run_dir():
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        specs = runner.notebook_parameters(nb)
+        assert {"study", "run_dir"} <= set(specs), nb.name
+
+
+@pytest.mark.parametrize(
+    "params,error,match",
+    [
+        ({"scal": 2.0}, ValueError, "unknown parameter.*scal.*accepted"),
+        ({"repeats": "3"}, TypeError, "repeats.*int.*'3'"),
+        ({"repeats": True}, TypeError, "repeats"),
+        ({"scale": "big"}, TypeError, "scale.*float"),
+        ({"items": 3}, TypeError, "items.*list"),
+    ],
+)
+def test_bad_parameters_rejected_before_any_kernel(params, error, match, monkeypatch, tmp_path):
+    import papermill
+
+    def forbidden(*a, **k):
+        raise AssertionError("papermill must not start")
+
+    monkeypatch.setattr(papermill, "execute_notebook", forbidden)
+    with pytest.raises(error, match=match):
+        runner.run_notebook(FIXTURE, params, study="t")
+    assert not (tmp_path / "runs").exists()  # no run folder either
+
+
+def test_int_accepted_for_float_and_tuple_for_list():
+    assert runner.validate_parameters(FIXTURE, {"scale": 2, "items": (1,)}) == {"scale": 2, "items": [1]}
+
+
+def test_run_executes_and_records(tmp_path):
+    run = runner.run_notebook(FIXTURE, {"scale": 2.0, "items": [1, 2, 3]}, study="t", progress=False)
+    assert run.completed and run.metrics == {"value": 12.0, "label": "hello"}
+    assert (run.path / "notebook.ipynb").exists()
+    assert run.path.parent == tmp_path / "runs" / "t"
+    assert record.RunStore().latest("t", "fixture").path == run.path
+
+
+def test_failing_notebook_marks_run_failed_and_keeps_notebook():
+    with pytest.raises(RuntimeError, match="failed"):
+        runner.run_notebook(FIXTURE, {"fail": True}, study="t", progress=False)
+    (run,) = record.RunStore().runs("t")
+    assert run.status["state"] == "failed" and "failing on purpose" in run.status["error"]
+    assert (run.path / "notebook.ipynb").exists()
+
+
+def test_unknown_notebook_and_params_file():
+    with pytest.raises(FileNotFoundError, match="available"):
+        runner.resolve_notebook("99_nothing")
+    with pytest.raises(FileNotFoundError, match="built-in sets"):
+        runner.load_params("no_such_params")
+    assert runner.load_params("smoke")["study"] == "smoke"
+
+
+def test_pipeline_validates_every_notebook_first(tmp_path, monkeypatch):
+    import papermill
+
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    bad = tmp_path / "p.yaml"
+    bad.write_text(f"study: x\nnotebooks:\n  {FIXTURE}: {{scale: 1.0}}\n  01_finetune: {{sizes: 3}}\n")
+    with pytest.raises(TypeError, match="sizes"):
+        runner.run_pipeline(bad)
+    bad.write_text("study: x\nnotebook: {}\n")
+    with pytest.raises(ValueError, match="notebooks"):
+        runner.run_pipeline(bad)
+
+
+def _cli(*args, env_tmp):
+    import os
+
+    env = {**os.environ, "ROBUSTLIB_RUNS": str(env_tmp / "runs")}
+    return subprocess.run([sys.executable, "-m", "robustlib", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=120)
+
+
+def test_cli_reports_bad_parameters_with_exit_code_2(tmp_path):
+    out = _cli("run", "01_finetune", "-p", "sizes", "[zoo-9m]", "-p", "lrr", "1", env_tmp=tmp_path)
+    assert out.returncode == 2 and "unknown parameter" in out.stderr and "lrr" in out.stderr
+    out = _cli("run", "01_finetune", "-p", "n_train", "many", env_tmp=tmp_path)
+    assert out.returncode == 2 and "n_train" in out.stderr and "Traceback" not in out.stderr
+    out = _cli("params", "01_finetune", env_tmp=tmp_path)
+    assert out.returncode == 0 and "n_train" in out.stdout
+    assert not (tmp_path / "runs").exists()
