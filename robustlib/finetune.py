@@ -431,6 +431,18 @@ def _load_rows(run) -> dict:
     return {row["model_key"]: row for row in table.to_dict("records")}
 
 
+def compute_table(table):
+    """Per model x seed: tokens, FLOPs in both conventions (3 significant digits), time."""
+    cols = ["model", "seed", "num_params", "train_tokens", "train_flops_paper", "train_flops_real",
+            "eval_flops_paper", "eval_flops_real", "wall_seconds"]
+    out = table[cols].copy()
+    for c in cols:
+        if "flops" in c:
+            out[c] = out[c].map(lambda v: f"{v:.3g}")
+    out["wall_seconds"] = out["wall_seconds"].round(1)
+    return out
+
+
 def summarize(table):
     """Median, min and max validation accuracy over seeds, per model size."""
     g = table.groupby(["model", "num_params"], as_index=False)["val_accuracy"]

@@ -238,13 +238,31 @@ def load_classifier(
     # The new head's initial weights are drawn from torch's global RNG.
     torch.manual_seed(seed)
     folder = str(paths.zoo_dir() / name_or_path) if src == "zoo" else src
-    model = AutoModelForSequenceClassification.from_pretrained(
-        folder,
-        num_labels=num_labels,
-        dtype=torch_dtype,
-        revision=revision,
-        trust_remote_code=trust_remote_code,
-    )
+    from transformers.utils import logging as hf_logging
+
+    # Turning a causal LM into a classifier always drops the unembedding and adds a
+    # fresh head; transformers reports that as a warning table on every load. Silence
+    # it and warn ourselves only about keys that are not part of that swap.
+    previous, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # a bar for loading a few MB is noise in reports
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            folder,
+            num_labels=num_labels,
+            dtype=torch_dtype,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            output_loading_info=True,
+        )
+    finally:
+        hf_logging.set_verbosity(previous)
+        if bars:
+            hf_logging.enable_progress_bar()
+    missing = [k for k in info.get("missing_keys", []) if not k.startswith("score.")]
+    unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith(("embed_out.", "lm_head."))]
+    if missing or unexpected:
+        log.warning("loading %s: missing %s, unexpected %s", name_or_path, missing, unexpected)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.eval()
     return model, tokenizer

@@ -35,7 +35,8 @@ h1, h2, h3 { line-height: 1.2; } h1 { border-bottom: 2px solid #333; padding-bot
 section.notebook { border-top: 1px solid #ccc; margin-top: 2.5em; padding-top: 1em; }
 table { border-collapse: collapse; font-size: 0.85em; margin: .5em 0; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; } th { background: #f3f3f3; }
-pre { background: #f7f7f7; padding: .6em; overflow-x: auto; font-size: 0.85em; }
+pre { background: #f7f7f7; padding: .6em; white-space: pre-wrap; font-size: 0.85em; }
+.anchor-link { display: none; }
 .meta { color: #555; font-size: 0.9em; } .jp-RenderedSVG svg, img { max-width: 100%; height: auto; }
 .jp-OutputPrompt, .jp-InputPrompt, .prompt { display: none; }
 """

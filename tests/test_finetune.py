@@ -106,3 +106,38 @@ def test_study_config_rejects_bad_values(kwargs, match):
 def test_study_config_rejects_unknown_parameter():
     with pytest.raises(ValueError, match="unknown parameter"):
         ft.FinetuneStudyConfig.from_dict({"size": ["zoo-1m"]})
+
+
+def test_study_records_checkpoints_and_resumes_without_retraining(tmp_path, monkeypatch):
+    from robustlib import models, record
+
+    cfg = ft.FinetuneStudyConfig(sizes=["zoo-0.3m"], seeds=[0, 1], n_train=16, n_val=8, batch_size=8)
+    run = record.RunStore(tmp_path).create_run("s", {"k": 1}, notebook="01_finetune")
+    real_finetune = ft.finetune
+    calls = []
+
+    def killed_after_first(*a, **k):
+        if calls:
+            raise KeyboardInterrupt  # the process dies while training the second model
+        calls.append(1)
+        return real_finetune(*a, **k)
+
+    monkeypatch.setattr(ft, "finetune", killed_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        ft.run_study(cfg, run, progress=False)
+    table = run.load_table("finetune")
+    assert list(table["model_key"]) == ["zoo-0.3m__seed0"]  # the finished model is recorded
+    first = table.iloc[0].to_dict()
+
+    monkeypatch.setattr(ft, "finetune", real_finetune)
+    resumed = ft.run_study(cfg, run, progress=False)
+    assert list(resumed["model_key"]) == ["zoo-0.3m__seed0", "zoo-0.3m__seed1"]
+    assert resumed.iloc[0]["val_accuracy"] == first["val_accuracy"]  # not retrained
+    assert resumed.iloc[0]["wall_seconds"] == first["wall_seconds"]
+    # Checkpoints are safetensors and reload into the same classifier.
+    model, tok = models.load_classifier(resumed.iloc[1]["checkpoint"])
+    assert (run.artifact_path("models", "zoo-0.3m__seed1") / "model.safetensors").exists()
+    assert sum(p.numel() for p in model.parameters()) == resumed.iloc[1]["num_params"]
+    summary = ft.summarize(resumed)
+    assert list(summary["seeds"]) == [2]
+    assert summary["min"].iloc[0] <= summary["median"].iloc[0] <= summary["max"].iloc[0]
