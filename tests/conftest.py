@@ -11,8 +11,33 @@ os.environ.setdefault("ROBUSTLIB_RUNS", os.path.join(_tmp, "runs"))
 os.environ.setdefault("ROBUSTLIB_REPORTS", os.path.join(_tmp, "reports"))
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+import functools  # noqa: E402
+import http.client  # noqa: E402
+import urllib.request  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+
+@functools.lru_cache(maxsize=1)
+def hub_unreachable_reason() -> str | None:
+    """Why the Hugging Face hub cannot be used here (None when it can)."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}:
+            return f"{var} is set"
+    try:
+        urllib.request.urlopen("https://huggingface.co/api/models/EleutherAI/pythia-14m", timeout=5).close()
+    except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, HTTP errors
+        return f"Hugging Face hub unreachable ({type(err).__name__})"
+    return None
+
+
+@pytest.fixture()
+def hub():
+    """Skip (never fake) a test that needs the hub when it is unreachable."""
+    reason = hub_unreachable_reason()
+    if reason:
+        pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

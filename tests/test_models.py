@@ -86,3 +86,10 @@ def test_zoo_pretrain_compute_recorded():
         rec = manifest["models"][name]
         assert models.pretrain_compute(name) == 6 * rec["lm_num_params"] * rec["pretrain_tokens"]
         assert rec["lm_num_params"] == models.num_params(name, "causal_lm")
+
+
+@pytest.mark.hub
+def test_real_pythia_14m_from_the_hub(hub):
+    model, tok = models.load_classifier("EleutherAI/pythia-14m")
+    assert sum(p.numel() for p in model.parameters()) == 7_629_056
+    assert tok.pad_token == tok.eos_token == "<|endoftext|>"

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.client
 import json
 import math
 import os
 import re
 import subprocess
 import sys
-import urllib.request
 
 import datasets
 import pytest
@@ -558,24 +555,9 @@ def test_to_hf_dataset():
 # ---------------------------------------------------------------- the real hub
 
 
-@functools.lru_cache(maxsize=1)
-def _hub_unreachable_reason() -> str | None:
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}:
-            return f"{var} is set"
-    try:
-        urllib.request.urlopen("https://huggingface.co/api/datasets/stanfordnlp/imdb", timeout=5).close()
-    except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, HTTP errors
-        return f"Hugging Face hub unreachable ({type(err).__name__})"
-    return None
-
-
 @pytest.mark.hub
 @pytest.mark.parametrize("name", ["spam", "imdb", "helpful", "harmless"])
-def test_real_hub(name):
-    reason = _hub_unreachable_reason()
-    if reason:
-        pytest.skip(reason)
+def test_real_hub(name, hub):
     examples = load_examples(name, "validation", n=4, seed=0)
     assert len(examples) == 4
     for ex in examples:
