@@ -16,11 +16,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import torch
 
 from . import flops as _flops
+from .config import StrictConfig
 
 log = logging.getLogger("robustlib.finetune")
 
@@ -31,7 +32,7 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(StrictConfig):
     """Training settings. Unknown keys are rejected by :meth:`from_dict`."""
 
     epochs: float = 3.0  # passes over the training set (fractions allowed)
@@ -80,14 +81,6 @@ class FinetuneConfig:
             bad("dtype", self.dtype, DTYPES)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             bad("seed", self.seed, "an integer")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> FinetuneConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown FinetuneConfig key(s) {unknown}; accepted: {sorted(known)}")
-        return cls(**values)
 
 
 @dataclass
@@ -297,9 +290,11 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
 
 
 @dataclass
-class FinetuneStudyConfig:
+class FinetuneStudyConfig(StrictConfig):
     """Everything ``notebooks/01_finetune.ipynb`` takes: field names match its
     ``parameters`` cell. One fine-tuning per (size, seed)."""
+
+    _unknown_label = "parameter(s)"
 
     task: str = "password_match"
     family: str = "zoo"
@@ -351,14 +346,6 @@ class FinetuneStudyConfig:
             schedule=self.schedule, warmup_ratio=self.warmup_ratio, weight_decay=self.weight_decay,
             max_length=self.max_length, seed=seed, device=self.device, dtype=self.dtype,
         )
-
-    @classmethod
-    def from_dict(cls, values: dict) -> FinetuneStudyConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown parameter(s) {unknown}; accepted: {sorted(known)}")
-        return cls(**values)
 
 
 def _is_path_or_hub_id(name) -> bool:

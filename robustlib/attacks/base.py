@@ -64,12 +64,13 @@ import math
 import numbers
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
 from .. import flops as _flops
+from ..config import StrictConfig
 
 log = logging.getLogger("robustlib.attacks")
 
@@ -91,7 +92,7 @@ def _is_int(v: Any) -> bool:
 
 
 @dataclass
-class AttackConfig:
+class AttackConfig(StrictConfig):
     """Settings shared by every attack. Unknown keys are rejected by :meth:`from_dict`.
 
     Validation happens in ``__post_init__`` (and again in :meth:`validate`), so a bad
@@ -140,14 +141,6 @@ class AttackConfig:
             value = getattr(self, name)
             if not isinstance(value, bool):
                 self._bad(name, value, "True or False")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> AttackConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; accepted: {sorted(known)}")
-        return cls(**values)
 
     @classmethod
     def coerce(cls, config: AttackConfig | dict | None) -> AttackConfig:
