@@ -49,3 +49,65 @@ def use_notebook_renderer() -> None:
     a CDN, which offline reports must not. SVG is valid, static and self-contained.
     """
     alt.renderers.enable("svg")
+
+
+def _seed_band(table: pd.DataFrame, x: str, y: str, by: tuple[str, ...] = ("model", "num_params")) -> pd.DataFrame:
+    """Median, min and max of ``y`` over seeds at each ``x`` (per model)."""
+    return table.groupby([*by, x], as_index=False)[y].agg(median="median", min="min", max="max")
+
+
+def _with_logit(table: pd.DataFrame) -> pd.DataFrame:
+    from .evaluate import laplace_logit10
+
+    out = table.copy()
+    out["logit_asr"] = laplace_logit10(out["asr"], out["n_correct_before"])
+    return out
+
+
+def asr_curves(table: pd.DataFrame, x: str = "iteration", title: str | None = None) -> alt.Chart:
+    """ASR (logit10 with Laplace smoothing, the paper's axis) against attack iterations
+    (``x="iteration"``) or cumulative attack FLOPs per example (``x="flops_per_example"``,
+    log axis), one line per model size: median over seeds with a min-max band.
+
+    ``table``: the ``attack`` table of ``02_attack`` (columns model, num_params, seed,
+    iteration, asr, n_correct_before, flops_paper, n_examples).
+    """
+    accepted = ("iteration", "flops_per_example")
+    if x not in accepted:
+        raise ValueError(f"x={x!r}; accepted: {accepted}")
+    missing = {"model", "num_params", "seed", "iteration", "asr", "n_correct_before", "flops_paper",
+               "n_examples"} - set(table.columns)
+    if missing:
+        raise ValueError(f"table lacks column(s) {sorted(missing)}")
+    data = _with_logit(table)
+    data["flops_per_example"] = data["flops_paper"] / data["n_examples"]
+    if x == "flops_per_example":
+        data = data[data["iteration"] > 0]  # log axis: no zero-compute point
+    band = _seed_band(data, x, "logit_asr")
+    x_enc = (alt.X(f"{x}:Q", title="attack iterations") if x == "iteration"
+             else alt.X(f"{x}:Q", scale=alt.Scale(type="log"), title="attack FLOPs per example (paper convention)"))
+    color = alt.Color("num_params:O", title="parameters", scale=alt.Scale(scheme="viridis"))
+    area = alt.Chart(band).mark_area(opacity=0.15).encode(x=x_enc, y="min:Q", y2="max:Q", color=color)
+    line = alt.Chart(band).mark_line(point=True).encode(
+        x=x_enc, y=alt.Y("median:Q", title="logit10(ASR), Laplace-smoothed"), color=color,
+        tooltip=["model", x, "median", "min", "max"],
+    )
+    return (area + line).properties(title=title or f"ASR vs {x.replace('_', ' ')}", width=420, height=280)
+
+
+def asr_vs_params(summary: pd.DataFrame, iteration: int, title: str | None = None) -> alt.Chart:
+    """ASR at a fixed budget against model size: median (line), min-max band.
+
+    ``summary``: :func:`robustlib.evaluate.asr_at` output (model, num_params, median, min, max).
+    """
+    missing = {"model", "num_params", "median", "min", "max"} - set(summary.columns)
+    if missing:
+        raise ValueError(f"summary lacks column(s) {sorted(missing)}")
+    x = alt.X("num_params:Q", scale=alt.Scale(type="log"), title="parameters")
+    y = alt.Scale(domain=[0, 1])
+    band = alt.Chart(summary).mark_area(opacity=0.2).encode(x=x, y=alt.Y("min:Q", scale=y), y2="max:Q")
+    line = alt.Chart(summary).mark_line(point=True).encode(
+        x=x, y=alt.Y("median:Q", scale=y, title=f"ASR after {iteration} iterations"),
+        tooltip=["model", "num_params", "median", "min", "max"],
+    )
+    return (band + line).properties(title=title or f"ASR at {iteration} iterations vs size", width=420, height=280)
