@@ -51,11 +51,6 @@ def use_notebook_renderer() -> None:
     alt.renderers.enable("svg")
 
 
-def _seed_band(table: pd.DataFrame, x: str, y: str, by: tuple[str, ...] = ("model", "num_params")) -> pd.DataFrame:
-    """Median, min and max of ``y`` over seeds at each ``x`` (per model)."""
-    return table.groupby([*by, x], as_index=False)[y].agg(median="median", min="min", max="max")
-
-
 def _with_logit(table: pd.DataFrame) -> pd.DataFrame:
     from .evaluate import laplace_logit10
 
@@ -70,20 +65,26 @@ def asr_curves(table: pd.DataFrame, x: str = "iteration", title: str | None = No
     log axis), one line per model size: median over seeds with a min-max band.
 
     ``table``: the ``attack`` table of ``02_attack`` (columns model, num_params, seed,
-    iteration, asr, n_correct_before, flops_paper, n_examples).
+    iteration, asr, n_correct_before, flops_paper).
     """
     accepted = ("iteration", "flops_per_example")
     if x not in accepted:
         raise ValueError(f"x={x!r}; accepted: {accepted}")
-    missing = {"model", "num_params", "seed", "iteration", "asr", "n_correct_before", "flops_paper",
-               "n_examples"} - set(table.columns)
+    missing = {"model", "num_params", "seed", "iteration", "asr", "n_correct_before", "flops_paper"} - set(
+        table.columns)
     if missing:
         raise ValueError(f"table lacks column(s) {sorted(missing)}")
     data = _with_logit(table)
-    data["flops_per_example"] = data["flops_paper"] / data["n_examples"]
+    # Attack FLOPs are summed over the attacked examples (those correct before).
+    data["flops_per_example"] = data["flops_paper"] / data["n_correct_before"].clip(lower=1)
     if x == "flops_per_example":
         data = data[data["iteration"] > 0]  # log axis: no zero-compute point
-    band = _seed_band(data, x, "logit_asr")
+    # Seeds spend different FLOPs at the same iteration, so aggregate per iteration:
+    # x is the median over seeds, y the median with its min-max band.
+    band = data.groupby(["model", "num_params", "iteration"], as_index=False).agg(
+        median=("logit_asr", "median"), min=("logit_asr", "min"), max=("logit_asr", "max"),
+        flops_per_example=("flops_per_example", "median"),
+    )
     x_enc = (alt.X(f"{x}:Q", title="attack iterations") if x == "iteration"
              else alt.X(f"{x}:Q", scale=alt.Scale(type="log"), title="attack FLOPs per example (paper convention)"))
     color = alt.Color("num_params:O", title="parameters", scale=alt.Scale(scheme="viridis"))

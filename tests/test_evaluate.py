@@ -96,3 +96,14 @@ def test_attack_study_records_and_resumes(tmp_path, monkeypatch):
         evaluate.run_attack_study(cfg, run, models_table.iloc[:0], "password_match")
     with pytest.raises(ValueError, match="position"):
         evaluate.run_attack_study(evaluate.AttackStudyConfig(position=0.5), run, models_table, "password_match")
+
+
+def test_flops_chart_aggregates_seeds_per_iteration():
+    table = _long_table()
+    table.loc[table["seed"] == 1, "flops_paper"] *= 3  # seeds spend different compute
+    spec = plots.asr_curves(table, x="flops_per_example").to_dict()
+    rows = next(v for v in spec["datasets"].values() if v)
+    assert len(rows) == 2 * 2  # one point per model x iteration (1, 2), not per seed
+    a1 = next(r for r in rows if r["model"] == "a" and r["iteration"] == 1)
+    assert a1["flops_per_example"] == pytest.approx((400 + 1200) / 2 / 10)  # median over seeds, per attacked example
+    assert a1["min"] < a1["median"] < a1["max"]
