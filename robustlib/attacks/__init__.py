@@ -28,11 +28,12 @@ from .base import (
     reencoding_filter,
     run_batched,
 )
+from .beast import BEAST, BEASTConfig
 from .gcg import GCG, GCGConfig
 from .random_token import RandomToken, RandomTokenConfig
 
-#: Attacks by name. BEAST will join them.
-ATTACKS: dict[str, type[Attack]] = {"random_token": RandomToken, "gcg": GCG}
+#: Attacks by name.
+ATTACKS: dict[str, type[Attack]] = {"random_token": RandomToken, "gcg": GCG, "beast": BEAST}
 
 
 def get_attack(name: str) -> type[Attack]:
@@ -68,6 +69,8 @@ def run_attack(name: str, model, tokenizer, examples, config: AttackConfig | dic
 
 __all__ = [
     "ATTACKS",
+    "BEAST",
+    "BEASTConfig",
     "GCG",
     "Attack",
     "AttackConfig",

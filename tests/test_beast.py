@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from robustlib import attacks, flops, models, tasks
+from robustlib.attacks.beast import BEASTConfig, load_sampler
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model, tok = models.load_classifier("zoo-0.3m", seed=0)
+    examples = tasks.load_examples("password_match", "validation", n=3, seed=0)
+    return model, tok, examples, load_sampler()
+
+
+def test_registered():
+    assert attacks.get_attack("beast") is attacks.BEAST
+    assert attacks.get_config_class("beast") is BEASTConfig
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"beam_size": 0}, "beam_size"),
+        ({"samples_per_beam": -1}, "samples_per_beam"),
+        ({"iterations": 30}, "iterations"),
+        ({"sampler_temperature": 0}, "sampler_temperature"),
+    ],
+)
+def test_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        BEASTConfig(**kwargs)
+
+
+def test_unknown_sampler_named():
+    with pytest.raises(ValueError, match="no-such-lm"):
+        load_sampler("no-such-lm")
+
+
+def _run(setup, **kw):
+    model, tok, examples, sampler = setup
+    cfg = BEASTConfig(iterations=3, n_attack_tokens=5, beam_size=3, samples_per_beam=3, skip_incorrect=False,
+                      progress=False, **kw)
+    attack = attacks.BEAST(model, tok, examples, cfg, sampler=sampler)
+    return attack, attack.run()
+
+
+def test_grows_one_token_per_iteration_and_survives_reencoding(setup):
+    model, tok, examples, _ = setup
+    attack, result = _run(setup)
+    for i, rec in enumerate(result.records):
+        lengths = [len(tok(a, add_special_tokens=False)["input_ids"]) for a in rec.attacks]
+        assert lengths == [1, 2, 3]
+        before, after = examples[i].attack_split(None)
+        assert attacks.reencoding_filter(tok, before, after, torch.tensor([attack.current[i]]))[0]
+        assert rec.best_loss <= rec.losses[0]  # the beam never loses its best
+        assert len(attack.beams[i]) == 3
+
+
+def test_deterministic(setup):
+    _, a = _run(setup, seed=4)
+    _, b = _run(setup, seed=4)
+    assert [r.attacks for r in a.records] == [r.attacks for r in b.records]
+    assert a.asr == b.asr
+
+
+def test_flops_of_the_first_step_follow_the_formula(setup):
+    model, tok, examples, sampler = setup
+    cfg = BEASTConfig(iterations=1, n_attack_tokens=2, beam_size=2, samples_per_beam=3, skip_incorrect=False,
+                      progress=False)
+    attack = attacks.BEAST(model, tok, examples[:1], cfg, sampler=sampler)
+    attack.step()
+    rec = attack.records[0]
+    site = attack.sites[0]
+    n, ns = flops.count_params(model), flops.count_params(sampler)
+    sampler_paper = 2 * ns * site.prefix_len  # one beam (the empty attack) read by the sampler
+    target_paper = rec.n_evaluated[0] * 2 * n * (site.prefix_len + 1 + len(site.tail_ids))
+    assert rec.n_evaluated[0] <= 6 and rec.flops_paper[0] == sampler_paper + target_paper
+    assert 0 < rec.flops_real[0]
