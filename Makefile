@@ -10,7 +10,7 @@ PARAMS ?= params/demo.yaml
 STUDY ?= demo
 NB ?= 01_finetune
 
-.PHONY: setup demo test run pipeline report zoo lab clean-runs params
+.PHONY: setup demo test run pipeline report zoo lab clean-runs params bench
 
 setup: $(VENV)/.installed
 
@@ -39,6 +39,9 @@ params: setup
 
 zoo: setup
 	$(PY) -m robustlib.zoo
+
+bench: setup
+	$(PY) bench/attack_speed.py
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
