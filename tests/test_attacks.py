@@ -13,13 +13,8 @@ from robustlib import attacks, models, paths, tasks
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models on a shared 2-core machine: one thread avoids OpenMP contention
-    # (an order of magnitude faster here). Restored for the other test modules.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def _one_thread(one_thread):
+    """Every test here runs on one torch thread (see conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")

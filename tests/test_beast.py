@@ -6,11 +6,8 @@ from robustlib.attacks.beast import BEASTConfig, load_sampler
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here runs on one torch thread (see conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")

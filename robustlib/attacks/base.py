@@ -947,6 +947,14 @@ class Attack:
             ids.append(text_ids)
         return self.scorer.evaluate(pseudo, ids)
 
+    @staticmethod
+    def _rows_by_example(active: list[int], owners: list[int]) -> dict[int, list[int]]:
+        """Indices of the scored rows that belong to each active example."""
+        rows: dict[int, list[int]] = {i: [] for i in active}
+        for r, i in enumerate(owners):
+            rows[i].append(r)
+        return rows
+
     def _filter(self, i: int, candidates) -> list[bool]:
         s = self.sites[i]
         return reencoding_filter(self.tokenizer, s.before, s.after, candidates, s.before_ids, s.after_ids)

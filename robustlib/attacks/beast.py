@@ -146,9 +146,7 @@ class BEAST(Attack):
                     row_ids.append(cand)
                     owners.append(i)
         scores = self.scorer.evaluate(row_sites, row_ids) if row_ids else []
-        mine: dict[int, list[int]] = {i: [] for i in active}
-        for r, i in enumerate(owners):
-            mine[i].append(r)
+        mine = self._rows_by_example(active, owners)
         out = {}
         for i in active:
             rows = sorted(mine[i], key=lambda r: scores[r].loss)  # stable: first of equal losses

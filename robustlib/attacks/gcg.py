@@ -100,9 +100,7 @@ class GCG(Attack):
                 owners.append(i)
         scores = self.scorer.evaluate(row_sites, row_ids) if row_ids else []
 
-        mine: dict[int, list[int]] = {i: [] for i in active}
-        for r, i in enumerate(owners):
-            mine[i].append(r)
+        mine = self._rows_by_example(active, owners)
         out = {}
         for i, g in zip(active, grads):
             rows = mine[i]
