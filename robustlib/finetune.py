@@ -96,10 +96,12 @@ class FinetuneResult:
     wall_seconds: float
     num_params: int
     config: dict = field(default_factory=dict)
+    #: Per training example, its loss the last time it was in a batch (NaN: never drawn).
+    example_losses: list[float] = field(default_factory=list)
 
     def as_record(self) -> dict:
         """A flat dict for the run store (the loss curve left out)."""
-        rec = {k: v for k, v in asdict(self).items() if k not in ("train_losses", "config", "flops")}
+        rec = {k: v for k, v in asdict(self).items() if k not in ("train_losses", "config", "flops", "example_losses")}
         rec.update(self.flops)
         rec["final_train_loss"] = float(sum(self.train_losses[-10:]) / max(1, len(self.train_losses[-10:])))
         return rec
@@ -240,6 +242,7 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
 
     tally = _flops.FlopTally()
     losses: list[float] = []
+    example_losses = [math.nan] * len(train_ids)
     seen = 0
     t0 = time.time()
     model.train()
@@ -253,11 +256,15 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
         def train_step():
             with accelerator.autocast():
                 logits = model(input_ids=input_ids, attention_mask=mask).logits
-            loss = torch.nn.functional.cross_entropy(logits.float(), y)
+            per_example = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
+            loss = per_example.mean()
             accelerator.backward(loss)
-            return loss
+            return loss, per_example.detach()
 
-        loss = _flops.counted(tally, ("train",) + tuple(input_ids.shape), n_params, input_ids.numel(), True, train_step)
+        loss, per_example = _flops.counted(tally, ("train",) + tuple(input_ids.shape), n_params, input_ids.numel(),
+                                           True, train_step)
+        for i, v in zip(idx, per_example.tolist()):
+            example_losses[i] = v
         if cfg.max_grad_norm:
             accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         opt.step()
@@ -283,6 +290,7 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
         wall_seconds=time.time() - t0,
         num_params=n_params,
         config=asdict(cfg),
+        example_losses=example_losses,
     )
 
 
