@@ -112,3 +112,80 @@ def asr_vs_params(summary: pd.DataFrame, iteration: int, title: str | None = Non
         tooltip=["model", "num_params", "median", "min", "max"],
     )
     return (band + line).properties(title=title or f"ASR at {iteration} iterations vs size", width=420, height=280)
+
+
+def _robustness_at(robustness: pd.DataFrame, iteration: int) -> pd.DataFrame:
+    need = {"model", "num_params", "seed", "round", "iteration", "asr", "n_correct_before",
+            "defense_flops_paper", "train_attack"}
+    missing = need - set(robustness.columns)
+    if missing:
+        raise ValueError(f"robustness table lacks column(s) {sorted(missing)}")
+    at = robustness[robustness["iteration"] == iteration]
+    if at.empty:
+        raise ValueError(f"no ASR recorded at iteration {iteration}; "
+                         f"recorded: {sorted(set(robustness['iteration']))}")
+    data = _with_logit(at)
+    return data.groupby(["model", "num_params", "train_attack", "round"], as_index=False).agg(
+        median=("logit_asr", "median"), min=("logit_asr", "min"), max=("logit_asr", "max"),
+        asr=("asr", "median"), defense_flops=("defense_flops_paper", "median"))
+
+
+def _per_size_lines(band: pd.DataFrame, x_enc, y_title: str, title: str) -> alt.Chart:
+    color = alt.Color("num_params:O", title="parameters", scale=alt.Scale(scheme="viridis"))
+    area = alt.Chart(band).mark_area(opacity=0.15).encode(x=x_enc, y="min:Q", y2="max:Q", color=color)
+    line = alt.Chart(band).mark_line(point=True).encode(
+        x=x_enc, y=alt.Y("median:Q", title=y_title), color=color,
+        tooltip=["model", "train_attack", "round", "asr", "defense_flops"],
+    )
+    chart = (area + line).properties(width=380, height=260)
+    if band["train_attack"].nunique() > 1:
+        chart = chart.facet(column=alt.Column("train_attack:N", title="training attack"))
+    return chart.properties(title=title)
+
+
+def asr_vs_round(robustness: pd.DataFrame, iteration: int, title: str | None = None) -> alt.Chart:
+    """Robustness against adversarial-training round: logit10 ASR (Laplace-smoothed) at
+    an attack budget of ``iteration``, one line per size (median over seeds, min-max
+    band), one panel per training attack.
+
+    ``robustness``: the ``robustness`` table of ``03_adversarial_training``.
+    """
+    band = _robustness_at(robustness, iteration)
+    return _per_size_lines(band, alt.X("round:Q", title="adversarial-training round"),
+                           f"logit10(ASR@{iteration}), Laplace-smoothed",
+                           title or f"ASR after {iteration} attack iterations vs training round")
+
+
+def asr_vs_defense_flops(robustness: pd.DataFrame, iteration: int, title: str | None = None) -> alt.Chart:
+    """As :func:`asr_vs_round`, against cumulative defense FLOPs (training plus attack
+    generation, paper convention; log axis, so round 0 is left out)."""
+    band = _robustness_at(robustness, iteration)
+    band = band[band["defense_flops"] > 0]
+    return _per_size_lines(band, alt.X("defense_flops:Q", scale=alt.Scale(type="log"),
+                                       title="defense FLOPs (paper convention)"),
+                           f"logit10(ASR@{iteration}), Laplace-smoothed",
+                           title or f"ASR after {iteration} attack iterations vs defense compute")
+
+
+def transfer_heatmap(matrix: pd.DataFrame, title: str = "Transfer: ASR by training and evaluation attack") -> alt.Chart:
+    """Heatmap of a transfer matrix: rows the training attack@position (``none``: not
+    adversarially trained), columns the evaluation attack@position with its budget,
+    colour and label the median ASR over seeds; one panel per model size.
+
+    ``matrix``: :func:`robustlib.advtrain.transfer_matrix` output (model, num_params,
+    train, eval, asr_median).
+    """
+    missing = {"model", "num_params", "train", "eval", "asr_median"} - set(matrix.columns)
+    if missing:
+        raise ValueError(f"matrix lacks column(s) {sorted(missing)}")
+    base = alt.Chart(matrix).encode(
+        x=alt.X("eval:N", title="evaluation attack"), y=alt.Y("train:N", title="training attack"))
+    cells = base.mark_rect().encode(
+        color=alt.Color("asr_median:Q", title="ASR", scale=alt.Scale(domain=[0, 1], scheme="reds")),
+        tooltip=["model", "train", "eval", "asr_median"])
+    text = base.mark_text(fontSize=11).encode(
+        text=alt.Text("asr_median:Q", format=".2f"),
+        color=alt.condition(alt.datum.asr_median > 0.6, alt.value("white"), alt.value("black")))
+    order = matrix.sort_values("num_params")["model"].drop_duplicates().tolist()
+    return (cells + text).properties(width=60 * matrix["eval"].nunique(), height=28 * matrix["train"].nunique()) \
+        .facet(column=alt.Column("model:N", title="model", sort=order)).properties(title=title)

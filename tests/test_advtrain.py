@@ -326,3 +326,50 @@ def test_study_rejects_unknown_sizes(tiny_study, tmp_path):
                                     "password_match")
     with pytest.raises(ValueError, match="no models"):
         advtrain.run_advtrain_study(advtrain.AdvTrainStudyConfig(), run, tiny_study.iloc[:0], "password_match")
+
+
+def _robustness_table():
+    rows = []
+    for model, n in (("a", 100), ("b", 1000)):
+        for seed in (0, 1):
+            for rnd, dflops in ((0, 0), (2, 50 * n), (4, 120 * n)):
+                for it in (0, 5):
+                    rows.append({"model": model, "num_params": n, "seed": seed, "round": rnd, "iteration": it,
+                                 "asr": 0.0 if it == 0 else max(0.0, 0.9 - 0.2 * rnd + 0.05 * seed),
+                                 "n_correct_before": 10, "defense_flops_paper": dflops, "train_attack": "gcg",
+                                 "train_position": 1.0, "attack": "gcg", "defended_key": f"{model}{seed}"})
+    return pd.DataFrame(rows)
+
+
+def test_before_after_summary():
+    s = advtrain.before_after(_robustness_table(), 5)
+    assert list(s["model"]) == ["a", "b"]
+    row = s.iloc[0]
+    assert row["asr_before"] == pytest.approx(0.925) and row["asr_after"] == pytest.approx(0.125)
+    assert row["after_over_before"] == pytest.approx(0.125 / 0.925)
+    assert row["rounds"] == 4 and row["seeds"] == 2 and row["defense_flops_paper"] == 12000
+    with pytest.raises(ValueError, match="iteration 7"):
+        advtrain.before_after(_robustness_table(), 7)
+
+
+def test_robustness_and_transfer_chart_specs():
+    from robustlib import plots
+
+    spec = plots.asr_vs_round(_robustness_table(), 5).to_dict()
+    area, line = spec["layer"]
+    assert line["encoding"]["x"]["field"] == "round" and "logit10" in line["encoding"]["y"]["title"]
+    rows = next(v for v in spec["datasets"].values() if v)
+    assert len(rows) == 2 * 3  # one point per size x round, seeds aggregated
+    spec = plots.asr_vs_defense_flops(_robustness_table(), 5).to_dict()
+    assert spec["layer"][1]["encoding"]["x"]["scale"]["type"] == "log"
+    rows = next(v for v in spec["datasets"].values() if v)
+    assert min(r["defense_flops"] for r in rows) > 0  # round 0 left out of the log axis
+    with pytest.raises(ValueError, match="lacks column"):
+        plots.asr_vs_round(_robustness_table().drop(columns="round"), 5)
+    matrix = pd.DataFrame({"model": ["a", "a"], "num_params": [1, 1], "train": ["none", "gcg@1"],
+                           "eval": ["gcg@1 (10 it)"] * 2, "asr_median": [0.9, 0.2]})
+    spec = plots.transfer_heatmap(matrix).to_dict()
+    assert spec["facet"]["column"]["field"] == "model"
+    cells = spec["spec"]["layer"][0]
+    assert cells["mark"]["type"] == "rect" and cells["encoding"]["color"]["field"] == "asr_median"
+    assert cells["encoding"]["x"]["field"] == "eval" and cells["encoding"]["y"]["field"] == "train"
