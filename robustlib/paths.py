@@ -56,3 +56,15 @@ def cache_dir() -> Path:
     or ``~/.cache/robustlib``."""
     env = os.environ.get("ROBUSTLIB_CACHE")
     return Path(env).expanduser().resolve() if env else Path.home() / ".cache" / "robustlib"
+
+
+def paper_results_dir() -> Path | None:
+    """The paper's released result tables, if present: ``$ROBUSTLIB_PAPER_RESULTS``, else
+    ``<root>/../shared/reference/paper-results`` (where this project's development
+    checkout keeps them). None when neither exists. The lab never needs them to run;
+    the paper-reproduction notebook and its tests do."""
+    env = os.environ.get("ROBUSTLIB_PAPER_RESULTS")
+    if env:
+        return Path(env).expanduser().resolve()
+    beside = project_root().parent / "shared" / "reference" / "paper-results"
+    return beside if beside.is_dir() else None

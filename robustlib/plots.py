@@ -8,6 +8,7 @@ min-max bands. Exporting (SVG/PNG/self-contained HTML) lives in
 from __future__ import annotations
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 
@@ -189,3 +190,75 @@ def transfer_heatmap(matrix: pd.DataFrame, title: str = "Transfer: ASR by traini
     order = matrix.sort_values("num_params")["model"].drop_duplicates().tolist()
     return (cells + text).properties(width=60 * matrix["eval"].nunique(), height=28 * matrix["train"].nunique()) \
         .facet(column=alt.Column("model:N", title="model", sort=order)).properties(title=title)
+
+
+# ---------------------------------------------------------------------------- tidy tables (robustlib.analysis)
+
+
+def _need(frame: pd.DataFrame, cols, what: str = "table") -> None:
+    missing = set(cols) - set(frame.columns)
+    if missing:
+        raise ValueError(f"{what} lacks column(s) {sorted(missing)}")
+
+
+def attack_flops_curves(tidy: pd.DataFrame, title: str = "ASR vs attack compute") -> alt.Chart:
+    """logit10(ASR) (Laplace-smoothed) against attack FLOPs per example (log axis), one
+    line per size: median over seeds per iteration with a min-max band.
+
+    ``tidy``: a tidy attack table (:mod:`robustlib.analysis`), one attack and round."""
+    from .analysis import with_logit
+
+    _need(tidy, {"model", "num_params", "seed", "iteration", "asr", "n_attacked", "attack_flops"}, "tidy table")
+    data = with_logit(tidy[(tidy["iteration"] > 0) & (tidy["attack_flops"] > 0)])
+    band = data.groupby(["model", "num_params", "iteration"], as_index=False).agg(
+        median=("logit_asr", "median"), min=("logit_asr", "min"), max=("logit_asr", "max"),
+        attack_flops=("attack_flops", "median"))
+    x = alt.X("attack_flops:Q", scale=alt.Scale(type="log"), title="attack FLOPs per example")
+    color = alt.Color("num_params:O", title="parameters", scale=alt.Scale(scheme="viridis"))
+    area = alt.Chart(band).mark_area(opacity=0.15).encode(x=x, y="min:Q", y2="max:Q", color=color)
+    line = alt.Chart(band).mark_line().encode(x=x, y=alt.Y("median:Q", title="logit10(ASR), Laplace-smoothed"),
+                                              color=color, tooltip=["model", "iteration", "median"])
+    return (area + line).properties(title=title, width=420, height=280)
+
+
+def slopes_vs_params(slopes: pd.DataFrame, title: str = "Attack-scaling slope vs model size") -> alt.Chart:
+    """Per-size slopes of logit10(ASR) on log10(attack FLOPs) with their 95% intervals,
+    against parameters (log axis). ``slopes``: :func:`robustlib.analysis.attack_scaling`."""
+    _need(slopes, {"model", "num_params", "slope", "slope_low", "slope_high"}, "slopes")
+    x = alt.X("num_params:Q", scale=alt.Scale(type="log"), title="parameters")
+    bars = alt.Chart(slopes).mark_rule().encode(x=x, y=alt.Y("slope_low:Q", title="slope (logit10 ASR per decade)"),
+                                                y2="slope_high:Q")
+    points = alt.Chart(slopes).mark_point(filled=True, size=60).encode(
+        x=x, y="slope:Q", tooltip=["model", "slope", "slope_low", "slope_high", "r2"])
+    return (bars + points).properties(title=title, width=420, height=260)
+
+
+def offense_defense(points: pd.DataFrame, per_size: pd.DataFrame | None = None,
+                    title: str = "Offense vs defense") -> alt.Chart:
+    """Attack FLOPs to reach the threshold ASR against defense FLOPs, both log axes, one
+    colour per size, fitted lines per size (from ``per_size``), and the parity line
+    y = x (above it, attacking costs more than the defense spent).
+
+    ``points``, ``per_size``: the first two outputs of :func:`robustlib.analysis.offense_defense`."""
+    _need(points, {"model", "num_params", "attack_flops_to_reach", "defense_flops"}, "points")
+    lo = float(min(points["attack_flops_to_reach"].min(), points["defense_flops"].min()))
+    hi = float(max(points["attack_flops_to_reach"].max(), points["defense_flops"].max()))
+    x = alt.X("defense_flops:Q", scale=alt.Scale(type="log"), title="defense FLOPs")
+    y = alt.Y("attack_flops_to_reach:Q", scale=alt.Scale(type="log"), title="attack FLOPs to reach the ASR threshold")
+    color = alt.Color("num_params:O", title="parameters", scale=alt.Scale(scheme="viridis"))
+    layers = [alt.Chart(points).mark_circle(size=30, opacity=0.6).encode(
+        x=x, y=y, color=color, tooltip=["model", "seed", "round", "defense_flops", "attack_flops_to_reach"])]
+    parity = pd.DataFrame({"defense_flops": [lo, hi], "attack_flops_to_reach": [lo, hi], "line": "parity (y = x)"})
+    layers.append(alt.Chart(parity).mark_line(strokeDash=[4, 4], color="gray").encode(
+        x="defense_flops:Q", y="attack_flops_to_reach:Q"))
+    if per_size is not None and len(per_size):
+        _need(per_size, {"model", "num_params", "slope", "intercept"}, "per_size")
+        rows = []
+        for fit in per_size.to_dict("records"):
+            d = points[points["model"] == fit["model"]]["defense_flops"]
+            for v in (d.min(), d.max()):
+                rows.append({"model": fit["model"], "num_params": fit["num_params"], "defense_flops": v,
+                             "attack_flops_to_reach": 10 ** (fit["intercept"] + fit["slope"] * np.log10(v))})
+        layers.append(alt.Chart(pd.DataFrame(rows)).mark_line().encode(
+            x="defense_flops:Q", y="attack_flops_to_reach:Q", color=color, detail="model:N"))
+    return alt.layer(*layers).properties(title=title, width=420, height=300)
