@@ -116,6 +116,12 @@ def asr_vs_params(summary: pd.DataFrame, iteration: int, title: str | None = Non
 
 
 def _robustness_at(robustness: pd.DataFrame, iteration: int) -> pd.DataFrame:
+    if "n_attacked" in robustness.columns and "n_correct_before" not in robustness.columns:
+        # a tidy table (robustlib.analysis): same content, the tidy names
+        robustness = robustness.rename(columns={"n_attacked": "n_correct_before",
+                                                "defense_flops": "defense_flops_paper"})
+        if "train_attack" not in robustness.columns:
+            robustness = robustness.assign(train_attack=robustness["attack"])
     need = {"model", "num_params", "seed", "round", "iteration", "asr", "n_correct_before",
             "defense_flops_paper", "train_attack"}
     missing = need - set(robustness.columns)
