@@ -482,6 +482,7 @@ class AdvTrainStudyConfig(StrictConfig):
     eval_every: int = 0  # also evaluate every k-th round (0: only round 0 and the last)
     eval_attack: str = ""  # "" = each model's training attack
     eval_iterations: int = 10
+    eval_n_candidates: int = 0  # GCG candidates when evaluating (0: n_candidates)
     eval_examples: int = 32
     eval_data_seed: int = 1  # which validation examples are attacked
     transfer_attacks: list = field(default_factory=lambda: ["gcg", "random_token"])
@@ -510,7 +511,7 @@ class AdvTrainStudyConfig(StrictConfig):
         for name, values in (("transfer_iterations", self.transfer_iterations),):
             if not all(_is_int(v) and v > 0 for v in values):
                 raise ValueError(f"{name}={values!r} is invalid; accepted: positive integers")
-        for name in ("eval_every", "threads"):
+        for name in ("eval_every", "threads", "eval_n_candidates"):
             v = getattr(self, name)
             if not _is_int(v) or v < 0:
                 raise ValueError(f"{name}={v!r} is invalid; accepted: 0 or a positive integer")
@@ -548,7 +549,7 @@ class AdvTrainStudyConfig(StrictConfig):
         return AttackStudyConfig(
             attack=attack, iterations=iterations, n_attack_tokens=self.n_attack_tokens, position=position,
             n_examples=self.eval_examples, data_seed=self.eval_data_seed, seed=self.seed, top_k=self.top_k,
-            n_candidates=self.n_candidates, beam_size=self.beam_size, batch_examples=self.batch_examples,
+            n_candidates=self.eval_n_candidates or self.n_candidates, beam_size=self.beam_size, batch_examples=self.batch_examples,
         )
 
     def eval_rounds(self, rounds: int) -> list[int]:

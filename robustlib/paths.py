@@ -59,12 +59,13 @@ def cache_dir() -> Path:
 
 
 def paper_results_dir() -> Path | None:
-    """The paper's released result tables, if present: ``$ROBUSTLIB_PAPER_RESULTS``, else
-    ``<root>/../shared/reference/paper-results`` (where this project's development
-    checkout keeps them). None when neither exists. The lab never needs them to run;
-    the paper-reproduction notebook and its tests do."""
+    """The paper's released result tables, if present: ``$ROBUSTLIB_PAPER_RESULTS`` when
+    set (returned as given, so a wrong path fails loudly where it is read), else
+    ``<repo root>/../shared/reference/paper-results`` (repo root: the folder holding
+    this package) when it exists; None otherwise. The lab never needs them to run and
+    never copies them: only the paper-reproduction notebook and its tests read them."""
     env = os.environ.get("ROBUSTLIB_PAPER_RESULTS")
     if env:
         return Path(env).expanduser().resolve()
-    beside = project_root().parent / "shared" / "reference" / "paper-results"
+    beside = PACKAGE_DIR.parent.parent / "shared" / "reference" / "paper-results"
     return beside if beside.is_dir() else None

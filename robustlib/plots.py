@@ -1,8 +1,23 @@
 """Altair charts. Functions return charts; they never display or save them.
 
-Conventions follow the paper: model size on a log axis, medians over seeds with
-min-max bands. Exporting (SVG/PNG/self-contained HTML) lives in
-:mod:`robustlib.report`.
+Conventions follow the paper: model size and compute on log axes, ASR as logit10 of
+the Laplace-smoothed rate where it spans decades, medians over seeds with min-max
+bands. Exporting (SVG/PNG/self-contained HTML) lives in :mod:`robustlib.report`.
+
+Figures of PAPER.md "Analyses" on tidy tables (:mod:`robustlib.analysis`):
+
+=========================================  ==========================================
+ASR at a budget vs size                    :func:`asr_vs_params`
+logit10 ASR vs log10 attack FLOPs per size :func:`attack_flops_curves`
+attack-scaling slopes vs size              :func:`slopes_vs_params`
+ASR vs adversarial-training round          :func:`asr_vs_round`
+ASR vs defense FLOPs                       :func:`asr_vs_defense_flops`
+transfer matrix                            :func:`transfer_heatmap`
+offense vs defense                         :func:`offense_defense`
+=========================================  ==========================================
+
+Every function checks its input's columns first and raises ``ValueError`` naming the
+missing ones.
 """
 
 from __future__ import annotations
@@ -97,20 +112,25 @@ def asr_curves(table: pd.DataFrame, x: str = "iteration", title: str | None = No
     return (area + line).properties(title=title or f"ASR vs {x.replace('_', ' ')}", width=420, height=280)
 
 
-def asr_vs_params(summary: pd.DataFrame, iteration: int, title: str | None = None) -> alt.Chart:
-    """ASR at a fixed budget against model size: median (line), min-max band.
+def asr_vs_params(summary: pd.DataFrame, iteration: int, title: str | None = None,
+                  color: str | None = None) -> alt.Chart:
+    """ASR at a fixed budget against model size (log axis): median (line), min-max band.
 
-    ``summary``: :func:`robustlib.evaluate.asr_at` output (model, num_params, median, min, max).
+    ``summary``: :func:`robustlib.evaluate.asr_at` or :func:`robustlib.analysis.asr_at_budget`
+    output (model, num_params, median, min, max). ``color``: a column splitting the
+    lines (e.g. ``task``), one colour each.
     """
-    missing = {"model", "num_params", "median", "min", "max"} - set(summary.columns)
+    need = {"model", "num_params", "median", "min", "max"} | ({color} if color else set())
+    missing = need - set(summary.columns)
     if missing:
         raise ValueError(f"summary lacks column(s) {sorted(missing)}")
     x = alt.X("num_params:Q", scale=alt.Scale(type="log"), title="parameters")
     y = alt.Scale(domain=[0, 1])
-    band = alt.Chart(summary).mark_area(opacity=0.2).encode(x=x, y=alt.Y("min:Q", scale=y), y2="max:Q")
+    extra = {"color": alt.Color(f"{color}:N", title=color)} if color else {}
+    band = alt.Chart(summary).mark_area(opacity=0.2).encode(x=x, y=alt.Y("min:Q", scale=y), y2="max:Q", **extra)
     line = alt.Chart(summary).mark_line(point=True).encode(
         x=x, y=alt.Y("median:Q", scale=y, title=f"ASR after {iteration} iterations"),
-        tooltip=["model", "num_params", "median", "min", "max"],
+        tooltip=["model", "num_params", "median", "min", "max"] + ([color] if color else []), **extra,
     )
     return (band + line).properties(title=title or f"ASR at {iteration} iterations vs size", width=420, height=280)
 
@@ -175,27 +195,43 @@ def asr_vs_defense_flops(robustness: pd.DataFrame, iteration: int, title: str | 
 
 
 def transfer_heatmap(matrix: pd.DataFrame, title: str = "Transfer: ASR by training and evaluation attack") -> alt.Chart:
-    """Heatmap of a transfer matrix: rows the training attack@position (``none``: not
-    adversarially trained), columns the evaluation attack@position with its budget,
-    colour and label the median ASR over seeds; one panel per model size.
+    """Heatmap of a transfer matrix: rows the training attack (``train``; ``none``: not
+    adversarially trained), columns the evaluation attack (``eval``), colour and label
+    the median ASR over seeds.
 
-    ``matrix``: :func:`robustlib.advtrain.transfer_matrix` output (model, num_params,
-    train, eval, asr_median).
+    ``matrix``: columns ``train``, ``eval`` and either ``asr_median`` (already
+    aggregated: :func:`robustlib.advtrain.transfer_matrix`) or ``asr`` (one row per
+    seed or a single value; the median is taken per cell). Optional: ``model`` (one
+    panel per size, ordered by ``num_params`` when present) and ``budget`` (attack
+    iterations of the evaluation; one row of panels per budget).
     """
-    missing = {"model", "num_params", "train", "eval", "asr_median"} - set(matrix.columns)
+    missing = {"train", "eval"} - set(matrix.columns)
+    if not {"asr_median", "asr"} & set(matrix.columns):
+        missing.add("asr")
     if missing:
-        raise ValueError(f"matrix lacks column(s) {sorted(missing)}")
+        raise ValueError(f"matrix lacks column(s) {sorted(missing)}; accepted: train, eval and asr (or asr_median), "
+                         "optionally model, num_params, budget")
+    keys = [c for c in ("model", "num_params", "budget") if c in matrix.columns] + ["train", "eval"]
+    if "asr_median" not in matrix.columns:
+        matrix = matrix.groupby(keys, as_index=False, dropna=False)["asr"].agg(
+            asr_median="median", asr_min="min", asr_max="max", seeds="count")
     base = alt.Chart(matrix).encode(
         x=alt.X("eval:N", title="evaluation attack"), y=alt.Y("train:N", title="training attack"))
+    tooltip = [c for c in ("model", "budget", "train", "eval", "asr_median", "seeds") if c in matrix.columns]
     cells = base.mark_rect().encode(
         color=alt.Color("asr_median:Q", title="ASR", scale=alt.Scale(domain=[0, 1], scheme="reds")),
-        tooltip=["model", "train", "eval", "asr_median"])
+        tooltip=tooltip)
     text = base.mark_text(fontSize=11).encode(
         text=alt.Text("asr_median:Q", format=".2f"),
         color=alt.condition(alt.datum.asr_median > 0.6, alt.value("white"), alt.value("black")))
-    order = matrix.sort_values("num_params")["model"].drop_duplicates().tolist()
-    return (cells + text).properties(width=60 * matrix["eval"].nunique(), height=28 * matrix["train"].nunique()) \
-        .facet(column=alt.Column("model:N", title="model", sort=order)).properties(title=title)
+    chart = (cells + text).properties(width=60 * matrix["eval"].nunique(), height=28 * matrix["train"].nunique())
+    facet = {}
+    if "model" in matrix.columns:
+        order = (matrix.sort_values("num_params") if "num_params" in matrix.columns else matrix)["model"]
+        facet["column"] = alt.Column("model:N", title="model", sort=order.drop_duplicates().tolist())
+    if "budget" in matrix.columns:
+        facet["row"] = alt.Row("budget:O", title="attack iterations")
+    return (chart.facet(**facet) if facet else chart).properties(title=title)
 
 
 # ---------------------------------------------------------------------------- tidy tables (robustlib.analysis)
@@ -207,19 +243,30 @@ def _need(frame: pd.DataFrame, cols, what: str = "table") -> None:
         raise ValueError(f"{what} lacks column(s) {sorted(missing)}")
 
 
-def attack_flops_curves(tidy: pd.DataFrame, title: str = "ASR vs attack compute") -> alt.Chart:
-    """logit10(ASR) (Laplace-smoothed) against attack FLOPs per example (log axis), one
-    line per size: median over seeds per iteration with a min-max band.
+def attack_flops_curves(tidy: pd.DataFrame, title: str = "ASR vs attack compute", normalise: str | None = None,
+                        n: str = "n_attacked") -> alt.Chart:
+    """logit10(ASR) (Laplace-smoothed, :func:`robustlib.analysis.with_logit`) against
+    cumulative attack FLOPs per example (log axis), one line per size: median over
+    seeds per iteration with a min-max band (x: the median FLOPs over seeds).
 
-    ``tidy``: a tidy attack table (:mod:`robustlib.analysis`), one attack and round."""
+    ``tidy``: a tidy attack table, one attack and round. ``normalise="pretrain"``: x as
+    a fraction of the model's pretraining compute (the paper's x axis; needs
+    ``pretrain_compute``)."""
     from .analysis import with_logit
 
-    _need(tidy, {"model", "num_params", "seed", "iteration", "asr", "n_attacked", "attack_flops"}, "tidy table")
-    data = with_logit(tidy[(tidy["iteration"] > 0) & (tidy["attack_flops"] > 0)])
+    if normalise not in (None, "pretrain"):
+        raise ValueError(f"normalise={normalise!r} is invalid; accepted: None or 'pretrain'")
+    need = {"model", "num_params", "seed", "iteration", "asr", "n_attacked", "attack_flops"}
+    _need(tidy, need | ({"pretrain_compute"} if normalise else set()), "tidy table")
+    data = with_logit(tidy[(tidy["iteration"] > 0) & (tidy["attack_flops"] > 0)], n)
+    if normalise:
+        data["attack_flops"] = data["attack_flops"] / data["pretrain_compute"]
+        data = data[data["attack_flops"].notna()]
     band = data.groupby(["model", "num_params", "iteration"], as_index=False).agg(
         median=("logit_asr", "median"), min=("logit_asr", "min"), max=("logit_asr", "max"),
         attack_flops=("attack_flops", "median"))
-    x = alt.X("attack_flops:Q", scale=alt.Scale(type="log"), title="attack FLOPs per example")
+    x = alt.X("attack_flops:Q", scale=alt.Scale(type="log"),
+              title="attack FLOPs per example" + (" / pretraining compute" if normalise else ""))
     color = alt.Color("num_params:O", title="parameters", scale=alt.Scale(scheme="viridis"))
     area = alt.Chart(band).mark_area(opacity=0.15).encode(x=x, y="min:Q", y2="max:Q", color=color)
     line = alt.Chart(band).mark_line().encode(x=x, y=alt.Y("median:Q", title="logit10(ASR), Laplace-smoothed"),
@@ -227,36 +274,68 @@ def attack_flops_curves(tidy: pd.DataFrame, title: str = "ASR vs attack compute"
     return (area + line).properties(title=title, width=420, height=280)
 
 
-def slopes_vs_params(slopes: pd.DataFrame, title: str = "Attack-scaling slope vs model size") -> alt.Chart:
-    """Per-size slopes of logit10(ASR) on log10(attack FLOPs) with their 95% intervals,
-    against parameters (log axis). ``slopes``: :func:`robustlib.analysis.attack_scaling`."""
+def slopes_vs_params(slopes: pd.DataFrame, title: str = "Attack-scaling slope vs model size",
+                     size_fit=None) -> alt.Chart:
+    """Per-size slopes of logit10(ASR) on log10(attack FLOPs) with their 95% intervals
+    (rules), against parameters (log axis). ``slopes``: the first output of
+    :func:`robustlib.analysis.attack_scaling`; ``size_fit``: its second (a statsmodels
+    result of ``slope ~ log_params``, or a dict with ``intercept`` and ``slope``) draws
+    the fitted line."""
     _need(slopes, {"model", "num_params", "slope", "slope_low", "slope_high"}, "slopes")
     x = alt.X("num_params:Q", scale=alt.Scale(type="log"), title="parameters")
     bars = alt.Chart(slopes).mark_rule().encode(x=x, y=alt.Y("slope_low:Q", title="slope (logit10 ASR per decade)"),
                                                 y2="slope_high:Q")
     points = alt.Chart(slopes).mark_point(filled=True, size=60).encode(
-        x=x, y="slope:Q", tooltip=["model", "slope", "slope_low", "slope_high", "r2"])
-    return (bars + points).properties(title=title, width=420, height=260)
+        x=x, y="slope:Q", tooltip=["model", "slope", "slope_low", "slope_high"]
+        + (["r2"] if "r2" in slopes.columns else []))
+    layers = [bars, points]
+    if size_fit is not None and len(slopes):
+        if isinstance(size_fit, dict):
+            a, b = size_fit["intercept"], size_fit["slope"]
+        else:
+            a, b = size_fit.params["Intercept"], size_fit.params["log_params"]
+        ends = np.array([slopes["num_params"].min(), slopes["num_params"].max()], dtype=float)
+        fit = pd.DataFrame({"num_params": ends, "slope": a + b * np.log10(ends)})
+        layers.append(alt.Chart(fit).mark_line(strokeDash=[4, 4], color="gray").encode(x=x, y="slope:Q"))
+    return alt.layer(*layers).properties(title=title, width=420, height=260)
 
 
 def offense_defense(points: pd.DataFrame, per_size: pd.DataFrame | None = None,
-                    title: str = "Offense vs defense") -> alt.Chart:
-    """Attack FLOPs to reach the threshold ASR against defense FLOPs, both log axes, one
-    colour per size, fitted lines per size (from ``per_size``), and the parity line
-    y = x (above it, attacking costs more than the defense spent).
+                    title: str = "Offense vs defense", show_points: bool = True) -> alt.Chart:
+    """Attack FLOPs per example to reach the threshold ASR against defense FLOPs, both
+    on log axes: per size and round, the median over seeds (line) with its min-max
+    band; per-seed points (``show_points``); the fitted line of each size (dashed,
+    from ``per_size``); and the parity line y = x (gray; above it, attacking costs
+    more than the defense did).
 
-    ``points``, ``per_size``: the first two outputs of :func:`robustlib.analysis.offense_defense`."""
-    _need(points, {"model", "num_params", "attack_flops_to_reach", "defense_flops"}, "points")
+    ``points``, ``per_size``: the first two outputs of
+    :func:`robustlib.analysis.offense_defense` (axis titles follow its ``scale``)."""
+    _need(points, {"model", "num_params", "round", "attack_flops_to_reach", "defense_flops"}, "points")
+    scale = points["scale"].iloc[0] if "scale" in points.columns and len(points) else "FLOPs"
+    unit = "" if scale == "FLOPs" else " (fraction of pretraining compute)"
+    band = points.groupby(["model", "num_params", "round"], as_index=False).agg(
+        defense_flops=("defense_flops", "median"), median=("attack_flops_to_reach", "median"),
+        min=("attack_flops_to_reach", "min"), max=("attack_flops_to_reach", "max"),
+        seeds=("attack_flops_to_reach", "count"))
     lo = float(min(points["attack_flops_to_reach"].min(), points["defense_flops"].min()))
     hi = float(max(points["attack_flops_to_reach"].max(), points["defense_flops"].max()))
-    x = alt.X("defense_flops:Q", scale=alt.Scale(type="log"), title="defense FLOPs")
-    y = alt.Y("attack_flops_to_reach:Q", scale=alt.Scale(type="log"), title="attack FLOPs to reach the ASR threshold")
+    x = alt.X("defense_flops:Q", scale=alt.Scale(type="log"), title="defense FLOPs" + unit)
+    y_title = "attack FLOPs per example to reach the ASR" + unit
+    y = alt.Y("median:Q", scale=alt.Scale(type="log"), title=y_title)
     color = alt.Color("num_params:O", title="parameters", scale=alt.Scale(scheme="viridis"))
-    layers = [alt.Chart(points).mark_circle(size=30, opacity=0.6).encode(
-        x=x, y=y, color=color, tooltip=["model", "seed", "round", "defense_flops", "attack_flops_to_reach"])]
-    parity = pd.DataFrame({"defense_flops": [lo, hi], "attack_flops_to_reach": [lo, hi], "line": "parity (y = x)"})
-    layers.append(alt.Chart(parity).mark_line(strokeDash=[4, 4], color="gray").encode(
-        x="defense_flops:Q", y="attack_flops_to_reach:Q"))
+    layers = [
+        alt.Chart(band).mark_area(opacity=0.15).encode(
+            x=x, y=alt.Y("min:Q", scale=alt.Scale(type="log"), title=y_title), y2="max:Q", color=color),
+        alt.Chart(band).mark_line(point=True).encode(
+            x=x, y=y, color=color, tooltip=["model", "round", "defense_flops", "median", "min", "max", "seeds"]),
+    ]
+    if show_points:
+        layers.append(alt.Chart(points).mark_circle(size=14, opacity=0.35).encode(
+            x=x, y=alt.Y("attack_flops_to_reach:Q", scale=alt.Scale(type="log")), color=color,
+            tooltip=[c for c in ("model", "seed", "round", "defense_flops", "attack_flops_to_reach")
+                     if c in points.columns]))
+    parity = pd.DataFrame({"defense_flops": [lo, hi], "median": [lo, hi]})
+    layers.append(alt.Chart(parity).mark_line(strokeDash=[2, 2], color="gray").encode(x=x, y=y))
     if per_size is not None and len(per_size):
         _need(per_size, {"model", "num_params", "slope", "intercept"}, "per_size")
         rows = []
@@ -264,7 +343,7 @@ def offense_defense(points: pd.DataFrame, per_size: pd.DataFrame | None = None,
             d = points[points["model"] == fit["model"]]["defense_flops"]
             for v in (d.min(), d.max()):
                 rows.append({"model": fit["model"], "num_params": fit["num_params"], "defense_flops": v,
-                             "attack_flops_to_reach": 10 ** (fit["intercept"] + fit["slope"] * np.log10(v))})
-        layers.append(alt.Chart(pd.DataFrame(rows)).mark_line().encode(
-            x="defense_flops:Q", y="attack_flops_to_reach:Q", color=color, detail="model:N"))
+                             "median": 10 ** (fit["intercept"] + fit["slope"] * np.log10(v))})
+        layers.append(alt.Chart(pd.DataFrame(rows)).mark_line(strokeDash=[6, 3]).encode(
+            x=x, y=y, color=color, detail="model:N"))
     return alt.layer(*layers).properties(title=title, width=420, height=300)

@@ -236,6 +236,7 @@ def test_bad_inputs_fail_before_compute(tiny_classifier, data):
         ({"transfer_iterations": [10]}, "one budget per transfer attack"),
         ({"transfer_iterations": [10, 0]}, "transfer_iterations"),
         ({"eval_every": -1}, "eval_every"),
+        ({"eval_n_candidates": -1}, "eval_n_candidates"),
         ({"sizes": "zoo-1m"}, "sizes"),
         ({"eval_attack": "pgd"}, "pgd"),
         ({"min_rounds": -2}, "min_rounds"),
@@ -251,6 +252,8 @@ def test_study_eval_rounds():
     cfg = advtrain.AdvTrainStudyConfig(eval_every=2)
     assert cfg.eval_rounds(5) == [0, 2, 4, 5]
     assert advtrain.AdvTrainStudyConfig().eval_rounds(5) == [0, 5]
+    assert cfg.eval_config("gcg", 10, 1.0).n_candidates == cfg.n_candidates
+    assert advtrain.AdvTrainStudyConfig(eval_n_candidates=7).eval_config("gcg", 10, 1.0).n_candidates == 7
 
 
 @pytest.fixture(scope="module")

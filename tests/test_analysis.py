@@ -1,5 +1,6 @@
 """robustlib.analysis: checked against direct computations on the paper's released CSVs
-(read at test time from beside the repository; skipped when absent) and on tiny frames."""
+(read at test time from beside the repository, never copied into it; skipped when
+absent) and on tiny synthetic frames."""
 
 import math
 
@@ -7,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robustlib import analysis, paths, plots
+from robustlib import analysis, paths
 
 RESULTS = paths.paper_results_dir()
 needs_results = pytest.mark.skipif(RESULTS is None or not RESULTS.is_dir(),
                                    reason="the paper's released results are not beside this checkout "
-                                          "(set ROBUSTLIB_PAPER_RESULTS)")
+                                          "(set ROBUSTLIB_PAPER_RESULTS to a copy of its cache_csvs tables)")
 
 
 @pytest.fixture(scope="module")
@@ -21,154 +22,388 @@ def tidy():
 
 
 def _raw(name):
-    return pd.read_csv(next(RESULTS.rglob(name)))
+    raw = pd.read_csv(next(RESULTS.rglob(name)))
+    raw.columns = [c.replace("/", "_") for c in raw.columns]
+    return raw
+
+
+def _latest(raw, keys):
+    return raw.sort_values("run_created_at", kind="stable").drop_duplicates(keys, keep="last")
+
+
+def _hand_crossing(its, asr, threshold):
+    """Straight from the paper's rule: ASR@0 = 0, first recorded point at or above the
+    threshold, linear between it and the point before."""
+    its, asr = np.r_[0, its], np.r_[0.0, asr]
+    j = int(np.flatnonzero(asr >= threshold)[0])
+    if asr[j] == threshold:
+        return float(its[j])
+    return its[j - 1] + (threshold - asr[j - 1]) / (asr[j] - asr[j - 1]) * (its[j] - its[j - 1])
+
+
+# ---------------------------------------------------------------------------- the released CSVs
+
+
+@needs_results
+def test_sources_tasks_and_models(tidy):
+    s = analysis.describe_sources(tidy).set_index("source")
+    assert s.loc["ian_107_gcg_pythia_pm.csv", "task"] == "password_match"
+    assert s.loc["tom_013_eval_niki_171_gcg.csv", "task"] == "password_match"
+    assert s.loc["oskar_026a_gcg_eval_qwen25_adv_spam.csv", "task"] == "spam"
+    assert s.loc["ian_142a_gen_strongreject_gcg_qwen25.csv", "task"] == "strongreject"
+    assert s.loc["tom_019b_beast_eval_pythia_ft_harmless.csv", "attack"] == "beast"
+    assert s.loc["ian_106_gcg_pythia_imdb.csv", "attack"] == "gcg"
+    assert s.loc["tom_013_eval_niki_171_gcg.csv", "first_iteration"] == 12  # recorded every 12th iteration
+    assert set(tidy["model"]) >= {"pythia-14m", "pythia-1.4b", "pythia-12b", "Qwen2.5-0.5B", "Qwen2.5-7B-Instruct"}
+    assert list(tidy.columns) == analysis.COLUMNS
+    assert tidy.attrs["duplicates_dropped"]["ian_107_gcg_pythia_pm.csv"] == 0
 
 
 @needs_results
 def test_asr_at_10_medians_equal_the_csv(tidy):
-    raw = _raw("ian_107_gcg_pythia_pm.csv")
-    raw = raw.sort_values("run_created_at").drop_duplicates(["num_params", "seed_idx", "iteration"], keep="last")
-    direct = raw[raw["iteration"] == 10].groupby("num_params")["asr"].median()
+    raw = _latest(_raw("ian_107_gcg_pythia_pm.csv"), ["num_params", "seed_idx", "adv_training_round", "iteration"])
+    direct = raw[raw["iteration"] == 10].groupby("num_params")["asr"].agg(["median", "min", "max"])
     ours = analysis.asr_at_budget(tidy[tidy["source"] == "ian_107_gcg_pythia_pm.csv"], 10)
     assert len(ours) == 10 and list(ours["seeds"]) == [5] * 10
-    for n, med in zip(ours["num_params"], ours["median"]):
-        assert med == pytest.approx(direct[n])
+    for row in ours.to_dict("records"):
+        assert row["median"] == pytest.approx(direct.loc[row["num_params"], "median"])
+        assert (row["min"], row["max"]) == pytest.approx(tuple(direct.loc[row["num_params"], ["min", "max"]]))
     assert ours.iloc[0]["model"] == "pythia-14m" and ours.iloc[-1]["model"] == "pythia-12b"
 
 
 @needs_results
 @pytest.mark.parametrize("threshold", [0.02, 0.05])
-def test_interpolated_compute_to_reach_equals_a_hand_computation(tidy, threshold):
+def test_compute_to_reach_equals_a_hand_computation(tidy, threshold):
     raw = _raw("tom_013_eval_niki_171_gcg.csv")
     curve = raw[(raw["num_params"] == 7629056) & (raw["seed_idx"] == 0) & (raw["adv_training_round"] == 10)]
-    curve = curve.sort_values("run_created_at").drop_duplicates("iteration", keep="last").sort_values("iteration")
+    curve = _latest(curve, ["iteration"]).sort_values("iteration")
     asr, its = curve["asr"].to_numpy(), curve["iteration"].to_numpy()
-    j = int(np.flatnonzero(asr >= threshold)[0])
-    expect_it = its[j - 1] + (threshold - asr[j - 1]) / (asr[j] - asr[j - 1]) * (its[j] - its[j - 1])
+    assert asr[0] < threshold  # crosses between two recorded iterations
+    expect_it = _hand_crossing(its, asr, threshold)
     per_example = curve["flops_per_iteration"].iloc[0] / curve["dataset_n_val"].iloc[0]
-    got = analysis.compute_to_reach(tidy[tidy["source"].str.startswith("tom_013")], threshold)
-    row = got[(got["model"] == "pythia-14m") & (got["seed"] == 0) & (got["round"] == 10)].iloc[0]
+    sub = tidy[tidy["source"] == "tom_013_eval_niki_171_gcg.csv"]
+    got = analysis.compute_to_reach(sub, threshold).set_index(["model", "seed", "round"])
+    row = got.loc[("pythia-14m", 0, 10)]
     assert row["iterations_to_reach"] == pytest.approx(expect_it)
     assert row["attack_flops_to_reach"] == pytest.approx(expect_it * per_example)
-    # defense compute joined from the training table of the same model, seed and round
+    # the paper's convention: interpolated iterations x the size's mean cost per iteration
+    size_mean = analysis.compute_to_reach(sub, threshold, flops="size_mean").set_index(["model", "seed", "round"])
+    runs = _latest(raw[raw["num_params"] == 7629056], ["seed_idx", "adv_training_round", "iteration"])
+    mean_cost = (runs["flops_per_iteration"] / runs["dataset_n_val"]).groupby(
+        [runs["seed_idx"], runs["adv_training_round"]]).first().mean()
+    assert size_mean.loc[("pythia-14m", 0, 10), "attack_flops_to_reach"] == pytest.approx(expect_it * mean_cost)
+    # defense compute joined from the training table of the same size, seed and round
     train = _raw("niki_171_adv_tr_gcg_pm_small.csv")
     t = train[(train["num_params"] == 7629056) & (train["seed_idx"] == 0) & (train["adv_training_round"] == 10)]
-    assert row["defense_flops"] == pytest.approx(t["train_total_flops"].iloc[-1])
+    assert row["defense_flops"] == pytest.approx(t["train_total_flops"].item())
+    assert row["pretrain_compute"] == pytest.approx(t["pretrain_compute"].astype(float).item())
+    # a curve already past the threshold at its first recorded iteration (12): from ASR@0 = 0
+    first = raw[raw["iteration"] == 12].sort_values(["num_params", "seed_idx", "adv_training_round"])
+    early = first[first["asr"] > threshold].iloc[0]
+    key = (tidy.loc[tidy["num_params"] == early["num_params"], "model"].iloc[0], early["seed_idx"],
+           early["adv_training_round"])
+    assert got.loc[key, "iterations_to_reach"] == pytest.approx(12 * threshold / early["asr"])
 
 
 @needs_results
-def test_offense_defense_slope_equals_a_direct_fit(tidy):
+def test_offense_defense_fit_equals_a_direct_fit(tidy):
     import statsmodels.api as sm
 
-    sub = tidy[tidy["source"].str.startswith("tom_013")]
-    points, per_size, pooled_row, pooled = analysis.offense_defense(sub, 0.05)
-    one = points[points["model"] == "pythia-14m"]
-    X = sm.add_constant(np.log10(one["defense_flops"].to_numpy()))
-    direct = sm.OLS(np.log10(one["attack_flops_to_reach"].to_numpy()), X).fit()
+    threshold = 0.05
+    ev = _latest(_raw("tom_013_eval_niki_171_gcg.csv"), ["num_params", "seed_idx", "adv_training_round", "iteration"])
+    tr = _raw("niki_171_adv_tr_gcg_pm_small.csv").sort_values(["num_params", "seed_idx", "adv_training_round"])
+    # restarted runs: cumulative FLOPs below an earlier round's, or under a tenth of the
+    # other seeds' at that round, are not compute (see analysis)
+    earlier = tr.groupby(["num_params", "seed_idx"])["train_total_flops"].transform(lambda s: s.cummax().shift())
+    peers = tr.groupby(["num_params", "adv_training_round"])["train_total_flops"].transform("median")
+    tr = tr[~((tr["train_total_flops"] < earlier) | (tr["train_total_flops"] < 0.1 * peers))]
+    defense = tr.set_index(["num_params", "seed_idx", "adv_training_round"])["train_total_flops"]
+    rows = []
+    for (n, s, r), g in ev.groupby(["num_params", "seed_idx", "adv_training_round"]):
+        g = g.sort_values("iteration")
+        if (n, s, r) not in defense.index or defense[(n, s, r)] <= 0 or g["asr"].max() < threshold:
+            continue
+        it = _hand_crossing(g["iteration"].to_numpy(), g["asr"].to_numpy(), threshold)
+        cost = g["flops_per_iteration"].iloc[0] / g["dataset_n_val"].iloc[0]
+        rows.append((n, np.log10(it * cost), np.log10(defense[(n, s, r)])))
+    direct = pd.DataFrame(rows, columns=["n", "y", "x"])
+
+    points, per_size, pooled_row, _ = analysis.offense_defense(
+        tidy[tidy["source"] == "tom_013_eval_niki_171_gcg.csv"], threshold)
+    assert len(points) == len(direct)
+    one = direct[direct["n"] == 7629056]
+    fit = sm.OLS(one["y"].to_numpy(), sm.add_constant(one["x"].to_numpy())).fit()
     row = per_size[per_size["model"] == "pythia-14m"].iloc[0]
-    assert row["slope"] == pytest.approx(direct.params[1])
-    assert (row["slope_low"], row["slope_high"]) == pytest.approx(tuple(direct.conf_int()[1]))
-    assert row["r2"] == pytest.approx(direct.rsquared)
-    # pooled with a size term, by numpy least squares
-    A = np.column_stack([np.ones(len(points)), points["log_defense"], points["log_params"]])
-    coef, *_ = np.linalg.lstsq(A, points["log_attack"], rcond=None)
-    assert pooled_row["slope"] == pytest.approx(coef[1])
-    # the Qwen Spam pair imports and fits too
-    q = tidy[tidy["source"].str.startswith("oskar_026a")]
-    assert q["defense_flops"].notna().all() and q["pretrain_compute"].notna().all()
-    analysis.offense_defense(q, 0.05, normalise="pretrain")
+    assert row["slope"] == pytest.approx(fit.params[1]) and row["intercept"] == pytest.approx(fit.params[0])
+    assert (row["slope_low"], row["slope_high"]) == pytest.approx(tuple(fit.conf_int()[1]))
+    assert row["r2"] == pytest.approx(fit.rsquared) and row["n"] == len(one)
+    # pooled with a size term: numpy least squares, statsmodels for the interval
+    A = np.column_stack([np.ones(len(direct)), direct["x"], np.log10(direct["n"].astype(float))])
+    coef, *_ = np.linalg.lstsq(A, direct["y"], rcond=None)
+    assert pooled_row["slope"] == pytest.approx(coef[1]) and pooled_row["n"] == len(direct)
+    pooled = sm.OLS(direct["y"].to_numpy(), A).fit()
+    assert (pooled_row["slope_low"], pooled_row["slope_high"]) == pytest.approx(tuple(pooled.conf_int()[1]))
+    assert pooled_row["slope_high"] < 1  # the paper's finding: doubling both favours the attacker
+    # defense="size_median": the median over seeds of each size and round on the x axis
+    med, _, med_row, _ = analysis.offense_defense(tidy[tidy["source"] == "tom_013_eval_niki_171_gcg.csv"],
+                                                  threshold, defense="size_median")
+    assert len(med) > len(points)  # curves whose own training row was a glitch come back
+    one = med[(med["model"] == "pythia-1.4b") & (med["round"] == 4)]
+    direct_median = tr[(tr["num_params"] == 1311629312) & (tr["adv_training_round"] == 4)]["train_total_flops"]
+    assert (one["defense_flops"] == direct_median.median()).all()
+    with pytest.raises(ValueError, match="defense='mean'"):
+        analysis.offense_defense(tidy[tidy["source"] == "tom_013_eval_niki_171_gcg.csv"], 0.05, defense="mean")
+
+
+@needs_results
+def test_training_pairs_restart_glitches_and_pretraining(tidy):
+    train = analysis.load_paper_training(RESULTS)
+    assert list(train.columns) == analysis.TRAINING_COLUMNS
+    assert train.attrs["restart_glitches"] == {"niki_171_adv_tr_gcg_pm_small.csv": 30,
+                                               "oskar_024b_adv_tr_qwen25_gcg_spam.csv": 3}
+    kept = analysis.load_paper_training(RESULTS, drop_restart_glitches=False)
+    assert len(kept) - len(train) == 33
+    assert (train.groupby(["source", "num_params", "seed"])["defense_flops"].diff().dropna() >= 0).all()
+    # round 0 of the Pythia training is before any adversarial training: no compute
+    assert (train[(train["family"] == "pythia") & (train["round"] == 0)]["defense_flops"] == 0).all()
+    q = tidy[tidy["source"] == "oskar_026a_gcg_eval_qwen25_adv_spam.csv"]
+    p = tidy[tidy["source"] == "tom_013_eval_niki_171_gcg.csv"]
+    # every evaluated round pairs with a training row, except those whose row was a glitch
+    missing = p[p["defense_flops"].isna()][["model", "seed", "round"]].drop_duplicates()
+    assert len(missing) == 17
+    assert q["defense_flops"].isna().groupby([q["model"], q["round"]]).any().sum() == 1  # Qwen2.5-3B round 2
+    assert q["pretrain_compute"].notna().all() and p["pretrain_compute"].notna().all()
+    # Pythia sizes without training rows get 6 N D (the released 12b has none)
+    big = tidy[(tidy["model"] == "pythia-12b")]
+    assert big["pretrain_compute"].iloc[0] == pytest.approx(6 * 11586560000 * analysis.PYTHIA_PRETRAIN_TOKENS)
+
+
+# ---------------------------------------------------------------------------- header variants, dedup
+
+
+def _release_rows(created, asr_scale, slashes=True, size_col="model_size", name_col="model_name_or_path"):
+    prefix = "adversarial_eval/" if slashes else "adversarial_eval_"
+    rows = []
+    for it in (0, 1, 2):
+        rows.append({"asr": min(1.0, asr_scale * it), "iteration": it, size_col: 7629056, "seed_idx": 0,
+                     "adv_training_round": 0, "flops_per_iteration": 200.0, "dataset_n_val": 4,
+                     f"{prefix}n_correct_pre_attack": 2.0, f"{prefix}n_examples": 4.0,
+                     name_col: "AlignmentResearch/robust_llm_pythia-14m_clf_pm_v-x_s-0",
+                     "run_created_at": created})
+    return rows
 
 
 def test_dedup_keeps_the_latest_run(tmp_path):
-    """A restarted run: the same (model, seed, round, iteration) twice; the later wins."""
-    rows = []
-    for created, asr in (("2024-09-02T00:00:00Z", 0.9), ("2024-09-01T00:00:00Z", 0.1)):
-        for it in (0, 1):
-            rows.append({"asr": asr * it, "iteration": it, "model_size": 7629056, "seed_idx": 0,
-                         "adv_training_round": 0, "flops_per_iteration": 200.0, "dataset_n_val": 2,
-                         "adversarial_eval/n_correct_pre_attack": 2.0, "model_family": "pythia",
-                         "model_name_or_path": "AlignmentResearch/robust_llm_pythia-14m_clf_pm_v-x_s-0",
-                         "run_created_at": created, "num_params": 7629056})
+    """A restarted run: the same (model, seed, round, iteration) twice, the later one
+    listed first in the file; the later one wins whatever the order."""
+    rows = _release_rows("2024-09-02T00:00:00Z", 0.4) + _release_rows("2024-09-01T00:00:00Z", 0.1)
     pd.DataFrame(rows).to_csv(tmp_path / "x_gcg_pythia_pm.csv", index=False)
     t = analysis.load_paper_results(tmp_path / "x_gcg_pythia_pm.csv")
-    assert len(t) == 2 and t["asr"].tolist() == [0.0, 0.9]
+    assert len(t) == 3 and t["asr"].tolist() == [0.0, 0.4, 0.8]
+    assert t.attrs["duplicates_dropped"] == {"x_gcg_pythia_pm.csv": 3}
     assert t["task"].iloc[0] == "password_match" and t["model"].iloc[0] == "pythia-14m"
-    assert t["flops_per_iteration"].iloc[0] == 100.0 and t["attack_flops"].tolist() == [0.0, 100.0]
+    assert t["family"].iloc[0] == "pythia" and t["attack"].iloc[0] == "gcg"
+    assert t["flops_per_iteration"].iloc[0] == 50.0 and t["attack_flops"].tolist() == [0.0, 50.0, 100.0]
+    assert (t["defense_flops"] == 0).all()  # round 0: no adversarial training
+
+
+def test_both_header_variants_read_alike(tmp_path):
+    a = pd.DataFrame(_release_rows("2024-01-01T00:00:00Z", 0.3))
+    b = pd.DataFrame(_release_rows("2024-01-01T00:00:00Z", 0.3, slashes=False, size_col="num_params",
+                                   name_col="model_name"))
+    a.to_csv(tmp_path / "a_beast_pythia_pm.csv", index=False)
+    (tmp_path / "sub").mkdir()
+    b.to_csv(tmp_path / "sub" / "b_beast_pythia_pm.csv", index=False)
+    t = analysis.load_paper_results(tmp_path)  # a folder, searched recursively
+    cols = [c for c in analysis.COLUMNS if c != "source"]
+    ta, tb = (t[t["source"] == s][cols].reset_index(drop=True) for s in ("a_beast_pythia_pm.csv",
+                                                                          "b_beast_pythia_pm.csv"))
+    pd.testing.assert_frame_equal(ta, tb)
+    assert ta["attack"].iloc[0] == "beast" and ta["n_attacked"].iloc[0] == 2
+
+
+def test_training_rows_pair_by_size_seed_and_round(tmp_path):
+    (tmp_path / "evaluation").mkdir()
+    (tmp_path / "training").mkdir()
+    name = "AlignmentResearch/robust_llm_clf_pm_pythia-14m_s-0_adv_tr_gcg_t-0"
+    ev = [{"asr": 0.5 * it, "iteration": it, "model_size": 7629056, "num_params": 7629056, "seed_idx": 0,
+           "adv_training_round": r, "flops_per_iteration": 10.0, "dataset_n_val": 2,
+           "adversarial_eval_n_correct_pre_attack": 2.0, "model_name_or_path": name, "model_family": "pythia"}
+          for r in (0, 1, 2) for it in (0, 1)]
+    pd.DataFrame(ev).to_csv(tmp_path / "evaluation" / "e_gcg.csv", index=False)
+    tr = [{"train_total_flops": f, "adv_training_round": r, "num_params": 7629056, "seed_idx": 0,
+           "model_name_or_path": "AlignmentResearch/robust_llm_pythia-14m_clf_pm_v-x_s-0",
+           "model_key": "clf_pm_pythia-14m_s-0_adv_tr_gcg_t-0", "pretrain_compute": 99.0}
+          for r, f in ((0, 0.0), (1, 100.0), (2, 5.0))]  # round 2: a restart's counter
+    pd.DataFrame(tr).to_csv(tmp_path / "training" / "t.csv", index=False)
+    t = analysis.load_paper_results(tmp_path / "evaluation" / "e_gcg.csv")  # finds ../training
+    by_round = t.groupby("round")["defense_flops"].first()
+    assert by_round[0] == 0 and by_round[1] == 100 and math.isnan(by_round[2])
+    assert (t["pretrain_compute"] == 99).all() and t.attrs["restart_glitches"] == {"t.csv": 1}
+    kept = analysis.load_paper_results(tmp_path, drop_restart_glitches=False)
+    assert kept.groupby("round")["defense_flops"].first()[2] == 5
+    none = analysis.load_paper_results(tmp_path, training=None)
+    assert none.groupby("round")["defense_flops"].first().isna().tolist() == [False, True, True]
+
+
+# ---------------------------------------------------------------------------- interpolation
 
 
 def test_interpolation_edge_cases():
     f = analysis.interpolate_crossing
     assert f([0, 1, 2], [0.0, 0.1, 0.3], 0.1) == (1.0, 1.0)  # exact hit
-    assert math.isnan(f([0, 1, 2], [0.0, 0.1, 0.3], 0.5)[0])  # never reached
+    assert all(math.isnan(v) for v in f([0, 1, 2], [0.0, 0.1, 0.3], 0.5))  # never reached
     assert f([0, 1, 2], [0.0, 0.5, 0.6], 0.25) == (0.5, 0.5)  # reached at the first iteration
-    # non-monotone: the first crossing counts
-    assert f([0, 1, 2, 3], [0.0, 0.4, 0.1, 0.8], 0.2) == (0.5, 0.5)
+    assert f([0, 1, 2, 3], [0.0, 0.4, 0.1, 0.8], 0.2) == (0.5, 0.5)  # non-monotone: the first crossing
+    assert f([0, 1, 2, 3], [0.0, 0.1, 0.05, 0.3], 0.2) == (2.6, pytest.approx(2.6))  # dips first, then crosses
     its, flops = f([0, 1, 2], [0.0, 0.2, 0.6], 0.4, cumulative=[0, 10, 30])
     assert (its, flops) == (pytest.approx(1.5), pytest.approx(20.0))
+    # recorded from iteration 12 on: ASR@0 = 0 at zero compute anchors the first segment
+    assert f([12, 24], [0.1, 0.3], 0.05, cumulative=[120, 240]) == (pytest.approx(6.0), pytest.approx(60.0))
+    assert f([12, 24], [0.1, 0.3], 0.05, anchor_zero=False) == (12.0, 12.0)
+    assert f([24, 12], [0.3, 0.1], 0.2) == (pytest.approx(18.0), pytest.approx(18.0))  # order does not matter
+    assert f([0, 1, 2], [0.0, np.nan, 0.4], 0.2) == (1.0, 1.0)  # NaN points ignored
+    assert all(math.isnan(v) for v in f([], [], 0.1))
+    with pytest.raises(ValueError, match="threshold=0"):
+        f([0, 1], [0, 1], 0)
+    with pytest.raises(ValueError, match="length"):
+        f([0, 1], [0, 1, 1], 0.5)
 
 
-def _lab_table():
+# ---------------------------------------------------------------------------- the lab's tables
+
+
+def _lab_table(sizes=(("zoo-a", 100), ("zoo-b", 1000))):
     rows = []
-    for model, n in (("zoo-a", 100), ("zoo-b", 1000)):
+    for model, n in sizes:
         for seed in (0, 1):
             for it in range(4):
-                rows.append({"model": model, "num_params": n, "seed": seed, "attack": "gcg", "position": 1.0,
-                             "task": "password_match", "iteration": it, "asr": min(1.0, it * 0.3 / (1 + seed)),
+                rows.append({"model_key": f"{model}-{seed}", "model": model, "num_params": n, "seed": seed,
+                             "attack": "gcg", "position": 1.0, "task": "password_match", "task_version": 1,
+                             "iteration": it, "asr": min(1.0, it * 0.3 / (1 + seed) * (100 / n) ** 0.25),
                              "n_correct_before": 10, "n_examples": 12, "flops_paper": it * n * 20,
                              "flops_real": it * n * 15, "flops_per_iteration_paper": n * 20 if it else 0,
-                             "flops_per_iteration_real": n * 15 if it else 0})
+                             "flops_per_iteration_real": n * 15 if it else 0, "wall_seconds": 1.0})
     return pd.DataFrame(rows)
 
 
-def test_from_lab_is_per_example_and_tidy():
+def _robustness_table():
+    rows = []
+    for rnd, defense in ((0, 0), (2, 5000), (4, 12000), (6, 30000)):
+        t = _lab_table().assign(round=rnd, defense_flops_paper=defense * 1.0, defense_flops_real=defense * 0.5,
+                                train_attack="gcg", train_position=1.0, pretrain_compute=float("nan"))
+        t["asr"] = (t["asr"] / (1 + rnd)).clip(upper=1)
+        rows.append(t)
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_from_lab_is_per_attacked_example_and_tidy():
     t = analysis.from_lab(_lab_table())
-    assert list(t.columns[: len(analysis.COLUMNS)]) == analysis.COLUMNS
+    assert list(t.columns) == analysis.COLUMNS
     assert t["attack_flops"].iloc[3] == pytest.approx(3 * 100 * 20 / 10)  # summed over 10 attacked examples
-    assert (t["round"] == 0).all() and (t["defense_flops"] == 0).all()
+    assert t["flops_per_iteration"].iloc[3] == pytest.approx(100 * 20 / 10)
+    assert (t["round"] == 0).all() and (t["defense_flops"] == 0).all() and t["family"].iloc[0] == "zoo"
     real = analysis.from_lab(_lab_table(), convention="real")
     assert real["attack_flops"].iloc[3] == pytest.approx(3 * 100 * 15 / 10)
+    rob = analysis.from_lab(_robustness_table(), convention="real")
+    assert list(rob.columns) == analysis.COLUMNS + ["train_attack", "train_position"]
+    assert sorted(rob["round"].unique()) == [0, 2, 4, 6] and rob["defense_flops"].max() == 15000
     with pytest.raises(ValueError, match="convention='fast'.*accepted"):
         analysis.from_lab(_lab_table(), convention="fast")
     with pytest.raises(ValueError, match="lacks column.*asr"):
         analysis.from_lab(_lab_table().drop(columns="asr"))
 
 
-def test_bad_paths(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+def test_asr_at_budget_options():
+    t = analysis.from_lab(_lab_table())
+    short = t[~((t["model"] == "zoo-b") & (t["iteration"] == 3))]
+    with pytest.raises(ValueError, match="iteration 9"):
+        analysis.asr_at_budget(t, 9)
+    with pytest.raises(ValueError, match="iteration='x'"):
+        analysis.asr_at_budget(t, "x")
+    skip = analysis.asr_at_budget(short, 3, by=("model", "num_params"), missing="skip")
+    assert list(skip["model"]) == ["zoo-a"]
+    last = analysis.asr_at_budget(short, 3, by=("model", "num_params"), missing="last")
+    assert list(last["iteration"]) == [3, 2]
+    assert analysis.asr_at_budget(t, "last", by=("model",))["iteration"].tolist() == [3, 3]
+
+
+def test_regressions_on_tiny_data():
+    sizes = (("zoo-a", 100), ("zoo-b", 1000), ("zoo-c", 10000))
+    t = analysis.from_lab(_lab_table(sizes))
+    slopes, fit = analysis.attack_scaling(t)
+    assert list(slopes["model"]) == ["zoo-a", "zoo-b", "zoo-c"]
+    assert (slopes["slope_low"] <= slopes["slope"]).all() and (slopes["slope"] <= slopes["slope_high"]).all()
+    b, a = np.polyfit(np.log10(slopes["num_params"]), slopes["slope"], 1)
+    size = analysis.summarize_fit(fit, "log_params", what="slope vs size")
+    assert size["slope"].item() == pytest.approx(b) and size["intercept"].item() == pytest.approx(a)
+    assert list(size.columns[:2]) == ["what", "slope"] and size["n"].item() == 3
+    two, fit2 = analysis.attack_scaling(analysis.from_lab(_lab_table()))
+    assert fit2 is None and len(two) == 2  # fewer than 3 sizes: no slope-vs-size fit
+    short = t[t["iteration"] <= 2]  # one seed x two iterations per size: no interval, no fit
+    none, fit0 = analysis.attack_scaling(short[short["seed"] == 0])
+    assert none.empty and fit0 is None and {"model", "slope", "slope_low", "r2"} <= set(none.columns)
+    row, res = analysis.attack_scaling_pooled(t, asr_range=(0.0, 1.0))
+    assert row["n"] == (t["iteration"] > 0).sum() and "C(model)[T.zoo-b]" in res.params
+    row, _ = analysis.robustness_vs_size(t, 3)
+    assert row["n"] == 6 and row["slope_low"] <= row["slope"] <= row["slope_high"]
+    two_sources = pd.concat([t, t.assign(source="other")])
+    with pytest.raises(ValueError, match="one source/task/attack/round"):
+        analysis.attack_scaling(two_sources)
+    with pytest.raises(ValueError, match="asr_range"):
+        analysis.attack_scaling(t, asr_range=(0.5, 0.1))
+
+
+def test_offense_defense_on_tiny_data():
+    rob = analysis.from_lab(_robustness_table())
+    points, per_size, pooled_row, pooled = analysis.offense_defense(rob, 0.05)
+    assert set(points["round"]) <= {2, 4, 6} and (points["scale"] == "FLOPs").all()
+    assert set(per_size["model"]) <= {"zoo-a", "zoo-b"} and pooled_row["model"] == "pooled"
+    assert "log_params" in pooled.params
+    with pytest.raises(ValueError, match=r"models \['zoo-a', 'zoo-b'\] have no pretraining compute"):
+        analysis.offense_defense(rob, 0.05, normalise="pretrain")
+    frac, per_frac, _, _ = analysis.offense_defense(rob, 0.05, normalise="pretrain",
+                                                    pretrain_compute={"zoo-a": 1e6, "zoo-b": 1e7})
+    assert frac["defense_flops"].max() < 1 and frac["scale"].iloc[0] == "fraction of pretraining compute"
+    # per-size slopes do not change when both axes are divided by the same number
+    pd.testing.assert_series_equal(per_frac["slope"], per_size["slope"])
+    with pytest.raises(ValueError, match="normalise='6nd'"):
+        analysis.offense_defense(rob, 0.05, normalise="6nd")
+    with pytest.raises(ValueError, match="reaches ASR 1"):
+        analysis.offense_defense(rob.assign(asr=0.0), 1.0)
+    with pytest.raises(ValueError, match="flops='mean'"):
+        analysis.compute_to_reach(rob, 0.05, flops="mean")
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def test_bad_paths_and_config(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.*does not exist"):
         analysis.load_paper_results(tmp_path / "nope")
-    with pytest.raises(ValueError, match="holds no .csv"):
+    with pytest.raises(ValueError, match=f"{tmp_path.name}.*holds no .csv"):
         analysis.load_paper_results(tmp_path)
     (tmp_path / "x.txt").write_text("a")
-    with pytest.raises(ValueError, match="not a .csv"):
+    with pytest.raises(ValueError, match="x.txt.*not a .csv"):
         analysis.load_paper_results(tmp_path / "x.txt")
+    pd.DataFrame({"a": [1]}).to_csv(tmp_path / "other.csv", index=False)
+    with pytest.raises(ValueError, match="no evaluation results"):
+        analysis.load_paper_results(tmp_path)
+    with pytest.raises(ValueError, match="no training results"):
+        analysis.load_paper_training(tmp_path)
     with pytest.raises(ValueError, match="threshold"):
         analysis.compute_to_reach(analysis.from_lab(_lab_table()), 0.0)
-
-
-def test_attack_scaling_and_size_regressions_on_tiny_data():
-    t = analysis.from_lab(_lab_table())
-    slopes, fit = analysis.attack_scaling(t, by=("model", "num_params"))
-    assert list(slopes["model"]) == ["zoo-a", "zoo-b"] and (slopes["slope"] > 0).all()
-    assert fit is None  # two sizes: no slope-vs-size fit
-    row, res = analysis.robustness_vs_size(t, 3)
-    assert row["n"] == 4 and row["slope_low"] <= row["slope"] <= row["slope_high"]
-
-
-def test_analysis_chart_specs():
-    t = analysis.from_lab(_lab_table())
-    spec = plots.attack_flops_curves(t).to_dict()
-    assert spec["layer"][1]["encoding"]["x"]["scale"]["type"] == "log"
-    assert "logit10" in spec["layer"][1]["encoding"]["y"]["title"]
-    slopes, _ = analysis.attack_scaling(t, by=("model", "num_params"))
-    spec = plots.slopes_vs_params(slopes).to_dict()
-    assert spec["layer"][0]["mark"]["type"] == "rule" and spec["layer"][0]["encoding"]["y2"]["field"] == "slope_high"
-    points = pd.DataFrame({"model": ["a", "a", "a"], "num_params": [1, 1, 1], "seed": 0, "round": [1, 2, 3],
-                           "attack_flops_to_reach": [10.0, 20.0, 40.0], "defense_flops": [100.0, 200.0, 400.0]})
-    per = pd.DataFrame({"model": ["a"], "num_params": [1], "slope": [1.0], "intercept": [-1.0]})
-    spec = plots.offense_defense(points, per).to_dict()
-    marks = [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in spec["layer"]]
-    assert marks == ["circle", "line", "line"]
-    assert spec["layer"][0]["encoding"]["x"]["scale"]["type"] == "log"
-    assert spec["layer"][0]["encoding"]["y"]["scale"]["type"] == "log"
-    with pytest.raises(ValueError, match="lacks column"):
-        plots.offense_defense(points.drop(columns="defense_flops"))
+    with pytest.raises(ValueError, match="n='n_val'"):
+        analysis.with_logit(analysis.from_lab(_lab_table()), n="n_val")
+    with pytest.raises(FileNotFoundError, match="missing-folder"):
+        analysis.PaperResultsConfig(results_dir=str(tmp_path / "missing-folder"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty.*holds no .csv"):
+        analysis.PaperResultsConfig(results_dir=str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match=r"thresholds=\[0.02, 5\]"):
+        analysis.PaperResultsConfig(results_dir=str(tmp_path), thresholds=[0.02, 5])
+    with pytest.raises(ValueError, match="budget=0"):
+        analysis.PaperResultsConfig(results_dir=str(tmp_path), budget=0)
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['budgets'\]"):
+        analysis.PaperResultsConfig.from_dict({"budgets": 3})
+    assert analysis.PaperResultsConfig(results_dir=str(tmp_path)).folder == tmp_path
