@@ -524,8 +524,6 @@ class AdvTrainStudyConfig(StrictConfig):
         for a in self.train_attacks:
             for p in self.train_positions:
                 self.model_config(a, p, self.rounds)  # validates every training setting
-        from .evaluate import AttackStudyConfig
-
         for a, it in zip(self.transfer_attacks, self.transfer_iterations):
             for p in self.transfer_positions:
                 self.eval_config(a, it, p)
@@ -549,7 +547,8 @@ class AdvTrainStudyConfig(StrictConfig):
         return AttackStudyConfig(
             attack=attack, iterations=iterations, n_attack_tokens=self.n_attack_tokens, position=position,
             n_examples=self.eval_examples, data_seed=self.eval_data_seed, seed=self.seed, top_k=self.top_k,
-            n_candidates=self.eval_n_candidates or self.n_candidates, beam_size=self.beam_size, batch_examples=self.batch_examples,
+            n_candidates=self.eval_n_candidates or self.n_candidates, beam_size=self.beam_size,
+            batch_examples=self.batch_examples,
         )
 
     def eval_rounds(self, rounds: int) -> list[int]:
@@ -762,7 +761,7 @@ def _jsonable(obj):
 
 
 __all__ = [
-    "SAMPLING", "AdvTrainConfig", "AdvTrainStudyConfig", "before_after", "defended_key", "run_advtrain_study", "transfer_matrix", "AdvTrainResult", "TextExample", "adversarial_training", "load_round",
-    "loss_ranks", "rounds_for_size", "sample_without_replacement", "sampling_log_weights",
-    "sampling_probabilities",
+    "SAMPLING", "AdvTrainConfig", "AdvTrainResult", "AdvTrainStudyConfig", "TextExample", "adversarial_training",
+    "before_after", "defended_key", "load_round", "loss_ranks", "rounds_for_size", "run_advtrain_study",
+    "sample_without_replacement", "sampling_log_weights", "sampling_probabilities", "transfer_matrix",
 ]

@@ -757,7 +757,8 @@ class PaperResultsConfig(StrictConfig):
 
 
 __all__ = [
-    "COLUMNS", "CONVENTIONS", "DEFENSE", "FIT_COLUMNS", "FLOPS_TO_REACH", "PYTHIA_PRETRAIN_TOKENS", "PaperResultsConfig", "TRAINING_COLUMNS",
+    "COLUMNS", "CONVENTIONS", "DEFENSE", "FIT_COLUMNS", "FLOPS_TO_REACH", "PYTHIA_PRETRAIN_TOKENS",
+    "PaperResultsConfig", "TRAINING_COLUMNS",
     "asr_at_budget", "attack_scaling", "attack_scaling_pooled", "compute_to_reach", "describe_sources", "from_lab",
     "interpolate_crossing", "laplace_logit10", "load_paper_results", "load_paper_training", "offense_defense",
     "robustness_vs_size", "summarize_fit", "with_logit",

@@ -324,7 +324,8 @@ def test_study_records_robustness_and_transfer(tiny_study, tmp_path, monkeypatch
 
 def test_study_rejects_unknown_sizes(tiny_study, tmp_path):
     run = record.RunStore(tmp_path).create_run("s", {}, notebook="03_adversarial_training")
-    with pytest.raises(ValueError, match=r"sizes \['zoo-8m'\] are not in the fine-tuning study; accepted: \['a', 'b'\]"):
+    msg = r"sizes \['zoo-8m'\] are not in the fine-tuning study; accepted: \['a', 'b'\]"
+    with pytest.raises(ValueError, match=msg):
         advtrain.run_advtrain_study(advtrain.AdvTrainStudyConfig(sizes=["zoo-8m"]), run, tiny_study,
                                     "password_match")
     with pytest.raises(ValueError, match="no models"):
