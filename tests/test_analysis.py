@@ -7,38 +7,22 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from paper_direct import (
+    RESULTS,
+    csv,
+    hand_crossing,
+    latest,
+    needs_results,
+    pythia_pm_offense_defense,
+    pythia_pm_training,
+)
 
-from robustlib import analysis, paths
-
-RESULTS = paths.paper_results_dir()
-needs_results = pytest.mark.skipif(RESULTS is None or not RESULTS.is_dir(),
-                                   reason="the paper's released results are not beside this checkout "
-                                          "(set ROBUSTLIB_PAPER_RESULTS to a copy of its cache_csvs tables)")
+from robustlib import analysis
 
 
 @pytest.fixture(scope="module")
 def tidy():
     return analysis.load_paper_results(RESULTS)
-
-
-def _raw(name):
-    raw = pd.read_csv(next(RESULTS.rglob(name)))
-    raw.columns = [c.replace("/", "_") for c in raw.columns]
-    return raw
-
-
-def _latest(raw, keys):
-    return raw.sort_values("run_created_at", kind="stable").drop_duplicates(keys, keep="last")
-
-
-def _hand_crossing(its, asr, threshold):
-    """Straight from the paper's rule: ASR@0 = 0, first recorded point at or above the
-    threshold, linear between it and the point before."""
-    its, asr = np.r_[0, its], np.r_[0.0, asr]
-    j = int(np.flatnonzero(asr >= threshold)[0])
-    if asr[j] == threshold:
-        return float(its[j])
-    return its[j - 1] + (threshold - asr[j - 1]) / (asr[j] - asr[j - 1]) * (its[j] - its[j - 1])
 
 
 # ---------------------------------------------------------------------------- the released CSVs
@@ -61,7 +45,7 @@ def test_sources_tasks_and_models(tidy):
 
 @needs_results
 def test_asr_at_10_medians_equal_the_csv(tidy):
-    raw = _latest(_raw("ian_107_gcg_pythia_pm.csv"), ["num_params", "seed_idx", "adv_training_round", "iteration"])
+    raw = latest(csv("ian_107_gcg_pythia_pm.csv"), ["num_params", "seed_idx", "adv_training_round", "iteration"])
     direct = raw[raw["iteration"] == 10].groupby("num_params")["asr"].agg(["median", "min", "max"])
     ours = analysis.asr_at_budget(tidy[tidy["source"] == "ian_107_gcg_pythia_pm.csv"], 10)
     assert len(ours) == 10 and list(ours["seeds"]) == [5] * 10
@@ -74,12 +58,12 @@ def test_asr_at_10_medians_equal_the_csv(tidy):
 @needs_results
 @pytest.mark.parametrize("threshold", [0.02, 0.05])
 def test_compute_to_reach_equals_a_hand_computation(tidy, threshold):
-    raw = _raw("tom_013_eval_niki_171_gcg.csv")
+    raw = csv("tom_013_eval_niki_171_gcg.csv")
     curve = raw[(raw["num_params"] == 7629056) & (raw["seed_idx"] == 0) & (raw["adv_training_round"] == 10)]
-    curve = _latest(curve, ["iteration"]).sort_values("iteration")
+    curve = latest(curve, ["iteration"]).sort_values("iteration")
     asr, its = curve["asr"].to_numpy(), curve["iteration"].to_numpy()
     assert asr[0] < threshold  # crosses between two recorded iterations
-    expect_it = _hand_crossing(its, asr, threshold)
+    expect_it = hand_crossing(its, asr, threshold)
     per_example = curve["flops_per_iteration"].iloc[0] / curve["dataset_n_val"].iloc[0]
     sub = tidy[tidy["source"] == "tom_013_eval_niki_171_gcg.csv"]
     got = analysis.compute_to_reach(sub, threshold).set_index(["model", "seed", "round"])
@@ -88,12 +72,12 @@ def test_compute_to_reach_equals_a_hand_computation(tidy, threshold):
     assert row["attack_flops_to_reach"] == pytest.approx(expect_it * per_example)
     # the paper's convention: interpolated iterations x the size's mean cost per iteration
     size_mean = analysis.compute_to_reach(sub, threshold, flops="size_mean").set_index(["model", "seed", "round"])
-    runs = _latest(raw[raw["num_params"] == 7629056], ["seed_idx", "adv_training_round", "iteration"])
+    runs = latest(raw[raw["num_params"] == 7629056], ["seed_idx", "adv_training_round", "iteration"])
     mean_cost = (runs["flops_per_iteration"] / runs["dataset_n_val"]).groupby(
         [runs["seed_idx"], runs["adv_training_round"]]).first().mean()
     assert size_mean.loc[("pythia-14m", 0, 10), "attack_flops_to_reach"] == pytest.approx(expect_it * mean_cost)
     # defense compute joined from the training table of the same size, seed and round
-    train = _raw("niki_171_adv_tr_gcg_pm_small.csv")
+    train = csv("niki_171_adv_tr_gcg_pm_small.csv")
     t = train[(train["num_params"] == 7629056) & (train["seed_idx"] == 0) & (train["adv_training_round"] == 10)]
     assert row["defense_flops"] == pytest.approx(t["train_total_flops"].item())
     assert row["pretrain_compute"] == pytest.approx(t["pretrain_compute"].astype(float).item())
@@ -110,23 +94,7 @@ def test_offense_defense_fit_equals_a_direct_fit(tidy):
     import statsmodels.api as sm
 
     threshold = 0.05
-    ev = _latest(_raw("tom_013_eval_niki_171_gcg.csv"), ["num_params", "seed_idx", "adv_training_round", "iteration"])
-    tr = _raw("niki_171_adv_tr_gcg_pm_small.csv").sort_values(["num_params", "seed_idx", "adv_training_round"])
-    # restarted runs: cumulative FLOPs below an earlier round's, or under a tenth of the
-    # other seeds' at that round, are not compute (see analysis)
-    earlier = tr.groupby(["num_params", "seed_idx"])["train_total_flops"].transform(lambda s: s.cummax().shift())
-    peers = tr.groupby(["num_params", "adv_training_round"])["train_total_flops"].transform("median")
-    tr = tr[~((tr["train_total_flops"] < earlier) | (tr["train_total_flops"] < 0.1 * peers))]
-    defense = tr.set_index(["num_params", "seed_idx", "adv_training_round"])["train_total_flops"]
-    rows = []
-    for (n, s, r), g in ev.groupby(["num_params", "seed_idx", "adv_training_round"]):
-        g = g.sort_values("iteration")
-        if (n, s, r) not in defense.index or defense[(n, s, r)] <= 0 or g["asr"].max() < threshold:
-            continue
-        it = _hand_crossing(g["iteration"].to_numpy(), g["asr"].to_numpy(), threshold)
-        cost = g["flops_per_iteration"].iloc[0] / g["dataset_n_val"].iloc[0]
-        rows.append((n, np.log10(it * cost), np.log10(defense[(n, s, r)])))
-    direct = pd.DataFrame(rows, columns=["n", "y", "x"])
+    direct = pythia_pm_offense_defense(threshold)
 
     points, per_size, pooled_row, _ = analysis.offense_defense(
         tidy[tidy["source"] == "tom_013_eval_niki_171_gcg.csv"], threshold)
@@ -149,6 +117,7 @@ def test_offense_defense_fit_equals_a_direct_fit(tidy):
                                                   threshold, defense="size_median")
     assert len(med) > len(points)  # curves whose own training row was a glitch come back
     one = med[(med["model"] == "pythia-1.4b") & (med["round"] == 4)]
+    tr = pythia_pm_training()
     direct_median = tr[(tr["num_params"] == 1311629312) & (tr["adv_training_round"] == 4)]["train_total_flops"]
     assert (one["defense_flops"] == direct_median.median()).all()
     with pytest.raises(ValueError, match="defense='mean'"):

@@ -2,25 +2,12 @@
 on the released CSVs gives (skipped where the released tables are absent)."""
 
 import numpy as np
-import pandas as pd
 import pytest
+from paper_direct import RESULTS, csv, latest, needs_results, pythia_pm_offense_defense
 
-from robustlib import paths, runner
+from robustlib import runner
 
-RESULTS = paths.paper_results_dir()
-pytestmark = pytest.mark.skipif(RESULTS is None or not RESULTS.is_dir(),
-                                reason="the paper's released results are not beside this checkout "
-                                       "(set ROBUSTLIB_PAPER_RESULTS)")
-
-
-def _latest(raw, keys):
-    return raw.sort_values("run_created_at", kind="stable").drop_duplicates(keys, keep="last")
-
-
-def _csv(name):
-    raw = pd.read_csv(next(RESULTS.rglob(name)))
-    raw.columns = [c.replace("/", "_") for c in raw.columns]
-    return raw
+pytestmark = needs_results
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +17,7 @@ def executed():
 
 
 def test_recorded_asr_medians_equal_the_csv(executed):
-    raw = _latest(_csv("ian_107_gcg_pythia_pm.csv"), ["num_params", "seed_idx", "iteration"])
+    raw = latest(csv("ian_107_gcg_pythia_pm.csv"), ["num_params", "seed_idx", "iteration"])
     at10 = raw[raw["iteration"] == 10]
     direct = at10.groupby(at10["model_name_or_path"].str.extract(r"(pythia-[0-9.]+[mb])")[0])["asr"].median()
     recorded = executed.metrics["pm_asr_at_budget_median"]
@@ -43,7 +30,7 @@ def test_recorded_attack_scaling_slope_equals_a_direct_fit(executed):
     """Pythia-14m on PasswordMatch: logit10 of the Laplace-smoothed ASR (n = examples
     correct before the attack) on log10 of cumulative attack FLOPs per example, points
     with ASR in [0.01, 0.99] (the notebook's default range)."""
-    raw = _latest(_csv("ian_107_gcg_pythia_pm.csv"), ["num_params", "seed_idx", "iteration"])
+    raw = latest(csv("ian_107_gcg_pythia_pm.csv"), ["num_params", "seed_idx", "iteration"])
     g = raw[(raw["num_params"] == 7629056) & (raw["iteration"] > 0) & raw["asr"].between(0.01, 0.99)]
     n = g["adversarial_eval_n_correct_pre_attack"]
     smoothed = (g["asr"] * n + 1) / (n + 2)
@@ -59,32 +46,14 @@ def test_recorded_offense_defense_slope_equals_a_direct_fit(executed):
     FLOPs per iteration, defense compute from the training table of the same size, seed
     and round, with the restart glitches left out (cumulative FLOPs below an earlier
     round's, or under a tenth of the other seeds' median at that round)."""
-    ev = _latest(_csv("tom_013_eval_niki_171_gcg.csv"), ["num_params", "seed_idx", "adv_training_round", "iteration"])
-    tr = _latest(_csv("niki_171_adv_tr_gcg_pm_small.csv"), ["num_params", "seed_idx", "adv_training_round"])
-    tr = tr.sort_values(["num_params", "seed_idx", "adv_training_round"])
-    earlier = tr.groupby(["num_params", "seed_idx"])["train_total_flops"].transform(lambda s: s.cummax().shift())
-    peers = tr.groupby(["num_params", "adv_training_round"])["train_total_flops"].transform("median")
-    tr = tr[~((tr["train_total_flops"] < earlier) | (tr["train_total_flops"] < 0.1 * peers))]
-    defense = tr.set_index(["num_params", "seed_idx", "adv_training_round"])["train_total_flops"]
-    rows = []
-    for (n, s, r), g in ev.groupby(["num_params", "seed_idx", "adv_training_round"]):
-        g = g.sort_values("iteration")
-        asr, its = np.r_[0.0, g["asr"].to_numpy()], np.r_[0, g["iteration"].to_numpy()]
-        hit = np.flatnonzero(asr >= 0.05)
-        if r == 0 or not len(hit) or (n, s, r) not in defense.index:
-            continue
-        j = hit[0]
-        it = its[j] if asr[j] == 0.05 else \
-            its[j - 1] + (0.05 - asr[j - 1]) / (asr[j] - asr[j - 1]) * (its[j] - its[j - 1])
-        per_example = g["flops_per_iteration"].iloc[0] / g["dataset_n_val"].iloc[0]
-        rows.append((np.log10(it * per_example), np.log10(defense[(n, s, r)]), np.log10(n)))
-    y, x, size = map(np.array, zip(*rows))
+    direct = pythia_pm_offense_defense(0.05)
+    y, x, size = direct["y"].to_numpy(), direct["x"].to_numpy(), np.log10(direct["n"].to_numpy(dtype=float))
     coef, *_ = np.linalg.lstsq(np.column_stack([np.ones_like(x), x, size]), y, rcond=None)
     recorded = executed.metrics["offense_defense_pooled_slopes"]["Pythia, PasswordMatch @ 0.05"]
     assert recorded == pytest.approx(coef[1], abs=1e-5)
     fits = executed.load_table("offense_defense_fits")
     pooled = fits[(fits["model"] == "pooled") & (fits["pair"] == "Pythia, PasswordMatch") & (fits["threshold"] == 0.05)]
-    assert pooled["n"].item() == len(rows)
+    assert pooled["n"].item() == len(direct)
     assert pooled["slope_low"].item() < coef[1] < pooled["slope_high"].item()
     # the paper's finding, from its own numbers: doubling both favours the attacker
     assert pooled["slope_high"].item() < 1
