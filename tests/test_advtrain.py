@@ -377,3 +377,46 @@ def test_robustness_and_transfer_chart_specs():
     cells = spec["spec"]["layer"][0]
     assert cells["mark"]["type"] == "rect" and cells["encoding"]["color"]["field"] == "asr_median"
     assert cells["encoding"]["x"]["field"] == "eval" and cells["encoding"]["y"]["field"] == "train"
+
+
+def test_transfer_across_positions_on_a_chunk_task(tiny_study, tmp_path):
+    """Spam (attack inside the email) from local files: models defended at the suffix
+    and at the prefix, each attacked at both positions: the matrix is (none, suffix-,
+    prefix-trained) x (suffix, prefix), and each defended model's pool holds texts
+    attacked where it was trained."""
+    import json
+
+    data = tmp_path / "spam"
+    data.mkdir()
+    for split, n, offset in (("train", 40, 0), ("validation", 8, 100)):
+        rows = [{"text": f"Subject: note {i + offset}\nMeeting moved to room {i + offset}, bring the slides.",
+                 "label": i % 2} for i in range(n)]
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = record.RunStore(tmp_path / "runs").create_run("s", {}, notebook="03_adversarial_training")
+    cfg = advtrain.AdvTrainStudyConfig(
+        sizes=["a"], train_attacks=["random_token"], train_positions=[1.0, 0.0], rounds=2, n_attack_examples=4,
+        attack_iterations_start=1, attack_iterations_end=2, train_examples_per_round=8, eval_iterations=2,
+        eval_examples=4, transfer_attacks=["random_token"], transfer_positions=[1.0, 0.0], transfer_iterations=[3],
+    )
+    adv, rob, tr = advtrain.run_advtrain_study(cfg, run, tiny_study, "spam",
+                                               finetune_params={"n_train": 16, "data_source": str(data)},
+                                               progress=False)
+    assert sorted(set(adv["defended_key"])) == ["a__seed0__random_token@0", "a__seed0__random_token@1"]
+    assert len(tr) == 3 * 2  # (undefended + 2 training positions) x 2 evaluation positions
+    m = advtrain.transfer_matrix(tr)
+    assert set(m["train"]) == {"none", "random_token@1", "random_token@0"}
+    assert set(m["eval"]) == {"random_token@1 (3 it)", "random_token@0 (3 it)"}
+    for (train, ev), g in tr.groupby(["train_position", "eval_position"], dropna=False):
+        key = "none" if np.isnan(train) else f"random_token@{train:g}"
+        cell = m[(m["train"] == key) & (m["eval"] == f"random_token@{ev:g} (3 it)")]
+        assert cell["asr_median"].item() == pytest.approx(g["asr"].median(), nan_ok=True)
+    # Robustness is measured at the training position.
+    assert set(zip(rob["defended_key"], rob["position"])) == {("a__seed0__random_token@1", 1.0),
+                                                              ("a__seed0__random_token@0", 0.0)}
+    # Pool texts: the suffix-trained model saw the email first, the prefix-trained one the attack first.
+    instructions = tasks.get_task("spam").instructions
+    for key, position in (("a__seed0__random_token@1", 1.0), ("a__seed0__random_token@0", 0.0)):
+        _, state = advtrain.load_round(run.artifact_path("advtrain", key))
+        starts_with_email = [p["text"][len(instructions):].startswith("Subject:") for p in state["pool"]]
+        assert len(starts_with_email) == 8 and all(starts_with_email) == (position == 1.0)
+        assert not any(starts_with_email) or position == 1.0
