@@ -26,6 +26,10 @@ training step itself, so it costs no extra compute).
 **Compute.** Defense compute of a round = its training FLOPs + the FLOPs spent
 generating its attacks (the attack's clean forward pass included), in both
 conventions (paper 2N/4N/6N, and real); cumulative totals are recorded per round.
+By default (``stop_on_success``) the training attack stops working on an example at
+its first successful iteration: what joins the pool is that iteration's attack either
+way, so the pool and the trained model are the same as with the full budget, and only
+the compute differs (``stop_on_success=False`` spends, and counts, every iteration).
 Validation accuracy and robustness evaluations are measurement, not defense, and are
 reported separately.
 
@@ -86,6 +90,7 @@ class AdvTrainConfig(StrictConfig):
     n_candidates: int = 128  # GCG
     beam_size: int = 7  # BEAST
     batch_examples: int = 32
+    stop_on_success: bool = True  # stop attacking an example once broken (same pool, less compute)
     train_examples_per_round: int = 1000
     adv_fraction: float = 0.8  # at most this fraction of a round's examples come from the pool
     sampling: str = "rank"  # one of SAMPLING
@@ -120,6 +125,8 @@ class AdvTrainConfig(StrictConfig):
             bad("loss_rank_weight", "a number in [0, 1]")
         if not _is_int(self.seed):
             bad("seed", "an integer")
+        if not isinstance(self.stop_on_success, bool):
+            bad("stop_on_success", "True or False")
         self.attack_config(1)  # validates position, tokens, top_k, ...
 
     def attack_iterations(self, round_: int) -> int:
@@ -140,6 +147,10 @@ class AdvTrainConfig(StrictConfig):
             "batch_examples": self.batch_examples, "progress": False,
             # Every fresh example is attacked and pooled, even one the model already gets wrong.
             "skip_incorrect": False,
+            # What is pooled is the attack of the first successful iteration either way
+            # (success is sticky and each example has its own random stream), so stopping
+            # there changes nothing but the compute spent.
+            "stop_on_success": self.stop_on_success,
         }
         extra = {"top_k": self.top_k, "n_candidates": self.n_candidates, "beam_size": self.beam_size}
         names = set(cls.__dataclass_fields__)
@@ -479,6 +490,9 @@ class AdvTrainStudyConfig(StrictConfig):
     batch_size: int = 32
     optimizer: str = "adamw"
     schedule: str = "linear"
+    epochs_per_round: float = 1.0  # passes over each round's examples (the paper: 1)
+    warmup_ratio: float = 0.2  # each round's optimizer is fresh: warm it up (0: start at full lr)
+    stop_on_success: bool = True  # training attack stops on an example once broken
     eval_every: int = 0  # also evaluate every k-th round (0: only round 0 and the last)
     eval_attack: str = ""  # "" = each model's training attack
     eval_iterations: int = 10
@@ -521,6 +535,14 @@ class AdvTrainStudyConfig(StrictConfig):
                 raise ValueError(f"{name}={v!r} is invalid; accepted: a positive integer")
         if not _is_int(self.min_rounds) or self.min_rounds < 0:
             raise ValueError(f"min_rounds={self.min_rounds!r} is invalid; accepted: 0 or a positive integer")
+        if isinstance(self.epochs_per_round, bool) or not isinstance(self.epochs_per_round, (int, float)) \
+                or not self.epochs_per_round > 0:
+            raise ValueError(f"epochs_per_round={self.epochs_per_round!r} is invalid; accepted: a positive number")
+        if isinstance(self.warmup_ratio, bool) or not isinstance(self.warmup_ratio, (int, float)) \
+                or not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio={self.warmup_ratio!r} is invalid; accepted: a number in [0, 1)")
+        if not isinstance(self.stop_on_success, bool):
+            raise ValueError(f"stop_on_success={self.stop_on_success!r} is invalid; accepted: True or False")
         for a in self.train_attacks:
             for p in self.train_positions:
                 self.model_config(a, p, self.rounds)  # validates every training setting
@@ -533,11 +555,12 @@ class AdvTrainStudyConfig(StrictConfig):
             rounds=rounds, attack=attack, position=position, n_attack_examples=self.n_attack_examples,
             attack_iterations_start=self.attack_iterations_start, attack_iterations_end=self.attack_iterations_end,
             n_attack_tokens=self.n_attack_tokens, top_k=self.top_k, n_candidates=self.n_candidates,
-            beam_size=self.beam_size, batch_examples=self.batch_examples,
+            beam_size=self.beam_size, batch_examples=self.batch_examples, stop_on_success=self.stop_on_success,
             train_examples_per_round=self.train_examples_per_round, adv_fraction=self.adv_fraction,
             sampling=self.sampling, sampling_decay=self.sampling_decay, loss_rank_weight=self.loss_rank_weight,
-            training=FinetuneConfig(epochs=1.0, lr=self.lr, batch_size=self.batch_size, optimizer=self.optimizer,
-                                    schedule=self.schedule, progress=False),
+            training=FinetuneConfig(epochs=self.epochs_per_round, lr=self.lr, batch_size=self.batch_size,
+                                    optimizer=self.optimizer, schedule=self.schedule,
+                                    warmup_ratio=self.warmup_ratio, progress=False),
             seed=self.seed,
         )
 

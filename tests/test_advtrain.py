@@ -75,6 +75,7 @@ def test_rounds_shrink_with_size_and_ramp():
         ({"loss_rank_weight": -1}, "loss_rank_weight"),
         ({"position": 2.0}, "position"),
         ({"n_attack_examples": 0}, "n_attack_examples"),
+        ({"stop_on_success": 1}, "stop_on_success"),
     ],
 )
 def test_bad_config_values(kwargs, match):
@@ -152,6 +153,36 @@ def test_training_data_really_is_attacked_text(tiny_classifier, data, monkeypatc
         # attacked text = a fresh example's text with an attack string in its slot, true label kept
         hosts = [f for f in fresh[:6] if _wraps(ex.text, *f.attack_split(None))]
         assert hosts and hosts[0].label == ex.label
+
+
+def test_stop_on_success_changes_only_the_compute(zoo_tokenizer, data, tmp_path):
+    """Stopping the training attack at an example's first success pools the same texts
+    and trains the same weights as spending every iteration; it only spends less."""
+    from transformers import GPTNeoXConfig, GPTNeoXForSequenceClassification
+
+    def fresh_model():
+        torch.manual_seed(0)
+        cfg = GPTNeoXConfig(vocab_size=len(zoo_tokenizer), hidden_size=16, num_hidden_layers=2,
+                            num_attention_heads=2, intermediate_size=32, max_position_embeddings=512, num_labels=2,
+                            pad_token_id=zoo_tokenizer.pad_token_id, tie_word_embeddings=False)
+        return GPTNeoXForSequenceClassification(cfg).eval()
+
+    clean, fresh, val = data
+    runs = {}
+    for stop in (True, False):
+        model = fresh_model()
+        cfg = _small_cfg(attack="gcg", top_k=8, n_candidates=4, attack_iterations_start=3, attack_iterations_end=4,
+                         rounds=2, stop_on_success=stop)
+        res = advtrain.adversarial_training(model, zoo_tokenizer, clean, fresh, cfg, progress=False,
+                                            checkpoint_dir=tmp_path / str(stop))
+        runs[stop] = (res.rounds_frame(), advtrain.load_round(tmp_path / str(stop))[1]["pool"], _state(model))
+    (early, pool_early, w_early), (full, pool_full, w_full) = runs[True], runs[False]
+    assert early["train_attack_success"].sum() > 0  # some examples were broken early enough to matter
+    assert [p["text"] for p in pool_early] == [p["text"] for p in pool_full]
+    assert all(torch.equal(w_early[k], w_full[k]) for k in w_full)
+    assert list(early["train_attack_asr"]) == list(full["train_attack_asr"])
+    assert (early["attack_flops_paper"] < full["attack_flops_paper"]).all()
+    assert (early["train_flops_paper"] == full["train_flops_paper"]).all()
 
 
 def _wraps(text, before, after):
@@ -241,6 +272,9 @@ def test_bad_inputs_fail_before_compute(tiny_classifier, data):
         ({"eval_attack": "pgd"}, "pgd"),
         ({"min_rounds": -2}, "min_rounds"),
         ({"lr": 2.0}, "lr"),
+        ({"epochs_per_round": 0}, "epochs_per_round=0"),
+        ({"warmup_ratio": 1.0}, "warmup_ratio=1.0"),
+        ({"stop_on_success": "yes"}, "stop_on_success='yes'"),
     ],
 )
 def test_bad_study_values(kwargs, match):
