@@ -28,8 +28,9 @@ generating its attacks (the attack's clean forward pass included), in both
 conventions (paper 2N/4N/6N, and real); cumulative totals are recorded per round.
 By default (``stop_on_success``) the training attack stops working on an example at
 its first successful iteration: what joins the pool is that iteration's attack either
-way, so the pool and the trained model are the same as with the full budget, and only
-the compute differs (``stop_on_success=False`` spends, and counts, every iteration).
+way, so the pool and the trained model are the same as with the full budget (bit for
+bit on the CPU; on a GPU, kernel rounding depends on the batch's shape), and only the
+compute differs (``stop_on_success=False`` spends, and counts, every iteration).
 Validation accuracy and robustness evaluations are measurement, not defense, and are
 reported separately.
 
@@ -149,7 +150,8 @@ class AdvTrainConfig(StrictConfig):
             "skip_incorrect": False,
             # What is pooled is the attack of the first successful iteration either way
             # (success is sticky and each example has its own random stream), so stopping
-            # there changes nothing but the compute spent.
+            # there changes nothing but the compute spent (bit for bit on the CPU; on a GPU
+            # the shrinking batch changes kernel rounding, so a path can differ).
             "stop_on_success": self.stop_on_success,
         }
         extra = {"top_k": self.top_k, "n_candidates": self.n_candidates, "beam_size": self.beam_size}
@@ -338,6 +340,7 @@ def adversarial_training(
     from . import attacks
     from . import flops as _flops
     from .finetune import finetune
+    from .models import pick_device
 
     cfg = config if isinstance(config, AdvTrainConfig) else AdvTrainConfig.from_dict(config or {})
     # Round 1 draws the most clean examples: its pool holds one round of attacks only.
@@ -358,6 +361,10 @@ def adversarial_training(
     attacks.get_attack(cfg.attack)
     if val_examples is not None and not len(val_examples):
         raise ValueError("val_examples is empty; pass None to skip validation")
+
+    # Every round's attack, training and evaluation run on the training device (the GPU
+    # when there is one), round 0's evaluation and round 1's attack included.
+    model.to(pick_device(cfg.training.device))
 
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     start, state = (0, None)
@@ -396,6 +403,7 @@ def adversarial_training(
         # 1. attack fresh examples; pool them all with their true labels
         fresh = fresh_examples[(r - 1) * cfg.n_attack_examples : r * cfg.n_attack_examples]
         result = attacks.run_attack(cfg.attack, model, tokenizer, fresh, cfg.attack_config(r))
+        attack_seconds = time.time() - t0
         attack_paper = result.clean_flops_paper + sum(result.flops_per_iteration_paper)
         attack_real = result.clean_flops_real + sum(result.flops_per_iteration_real)
         for ex in _attacked_examples(result):
@@ -441,6 +449,7 @@ def adversarial_training(
             "defense_flops_paper": int(prev["defense_flops_paper"] + attack_paper + train_paper),
             "defense_flops_real": int(prev["defense_flops_real"] + attack_real + train_real),
             "num_params": num_params,
+            "attack_seconds": attack_seconds,
             "wall_seconds": time.time() - t0,
         }
         state["rounds"].append(rec)
@@ -704,6 +713,7 @@ def run_advtrain_study(cfg: AdvTrainStudyConfig, run, models_table, task: str, f
             if not todo:
                 continue
             model, tokenizer = models.load_classifier(rec["checkpoint"])
+            model.to(models.pick_device())
             final_round = 0
             if attack != "none":
                 final_round, _ = load_round(run.artifact_path("advtrain", key), model=model)

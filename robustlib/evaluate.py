@@ -106,6 +106,7 @@ def run_attack_study(cfg: AttackStudyConfig, run, models_table, task: str, progr
     try:
         for rec in tqdm(todo.to_dict("records"), desc=f"{cfg.attack} attacks", disable=not progress):
             model, tokenizer = models.load_classifier(rec["checkpoint"])
+            model.to(models.pick_device())  # attack where training ran: the GPU when there is one
             result = attacks.run_attack(cfg.attack, model, tokenizer, examples, attack_cfg)
             frame = result.asr_frame()
             for r in frame.to_dict("records"):

@@ -22,13 +22,13 @@ import torch
 
 from . import flops as _flops
 from .config import StrictConfig
+from .models import DEVICES
 
 log = logging.getLogger("robustlib.finetune")
 
 OPTIMIZERS = ("adafactor", "adamw")
 SCHEDULES = ("linear", "cosine", "constant")
 DTYPES = ("float32", "bfloat16", "float16")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass

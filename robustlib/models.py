@@ -277,6 +277,24 @@ def save_classifier(model, tokenizer, folder: str | Path) -> Path:
     return folder
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """Where a study puts its models: ``"auto"`` is CUDA when torch sees a GPU, else
+    the CPU (what :mod:`accelerate` picks for fine-tuning, so attacks, adversarial
+    training and evaluation all run where training does)."""
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; accepted: {DEVICES}")
+    if device == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if device == "cuda":
+        raise RuntimeError("device='cuda' was asked for, but torch sees no GPU; accepted here: 'auto' or 'cpu'")
+    return torch.device("cpu")
+
+
 def _dtype(dtype: str | torch.dtype) -> torch.dtype:
     accepted = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if isinstance(dtype, torch.dtype):

@@ -280,6 +280,27 @@ def test_gcg_step_flops_match_formula(zoo, examples):
     assert result.clean_flops_paper == sum(2 * n * len(tok(ex.text).input_ids) for ex in examples)
 
 
+def test_real_flops_per_row_do_not_depend_on_the_row_count(zoo):
+    """Real FLOPs are measured once per row shape and scaled by the row count; a fresh
+    count on another number of rows must give the same per-row value."""
+    from robustlib.attacks.base import Scorer, Site
+
+    model, tok = zoo
+    before, after = tok("alpha beta gamma").input_ids, tok(" delta epsilon").input_ids
+
+    def site(key):
+        return Site(key, "", "", before, after, after, 1, 4)
+
+    rows = lambda n: [[5 + i, 6, 7, 8] for i in range(n)]  # noqa: E731
+    for method in ("evaluate", "gradient"):
+        warm = Scorer(model, "label", [], use_cache=True, batch_size=64)
+        getattr(warm, method)([site(0)] * 2, rows(2))  # measured on 2 rows
+        scaled = getattr(warm, method)([site(0)] * 5, rows(5))  # reused for 5
+        fresh = getattr(Scorer(model, "label", [], use_cache=True, batch_size=64), method)([site(0)] * 5, rows(5))
+        assert [r.flops_real for r in scaled] == [r.flops_real for r in fresh], method
+        assert fresh[0].flops_real > 0
+
+
 # ---------------------------------------------------------------- string target
 
 

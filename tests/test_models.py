@@ -93,3 +93,16 @@ def test_real_pythia_14m_from_the_hub(hub):
     model, tok = models.load_classifier("EleutherAI/pythia-14m")
     assert sum(p.numel() for p in model.parameters()) == 7_629_056
     assert tok.pad_token == tok.eos_token == "<|endoftext|>"
+
+
+def test_pick_device_names_what_is_accepted(monkeypatch):
+    assert models.pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"'gpu'.*accepted.*'auto', 'cpu', 'cuda'"):
+        models.pick_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert models.pick_device("auto") == torch.device("cpu")
+    with pytest.raises(RuntimeError, match="no GPU"):
+        models.pick_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert models.pick_device("auto") == torch.device("cuda")
+    assert models.pick_device("cpu") == torch.device("cpu")
