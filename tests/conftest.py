@@ -69,14 +69,3 @@ def tiny_classifier(zoo_tokenizer):
         pad_token_id=zoo_tokenizer.pad_token_id, tie_word_embeddings=False,
     )
     return GPTNeoXForSequenceClassification(cfg).eval(), zoo_tokenizer
-
-
-def pytest_ignore_collect(collection_path, config):
-    """The paper-reproduction notebook needs the paper's released tables, which live
-    beside the development checkout, not in the repository: without them it is not
-    collected (its analysis tests skip with the reason)."""
-    if collection_path.name == "05_paper_results.ipynb":
-        from robustlib import paths
-
-        return paths.paper_results_dir() is None
-    return None
