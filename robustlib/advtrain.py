@@ -550,8 +550,6 @@ class AdvTrainStudyConfig(StrictConfig):
         if isinstance(self.warmup_ratio, bool) or not isinstance(self.warmup_ratio, (int, float)) \
                 or not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio={self.warmup_ratio!r} is invalid; accepted: a number in [0, 1)")
-        if not isinstance(self.stop_on_success, bool):
-            raise ValueError(f"stop_on_success={self.stop_on_success!r} is invalid; accepted: True or False")
         for a in self.train_attacks:
             for p in self.train_positions:
                 self.model_config(a, p, self.rounds)  # validates every training setting

@@ -57,15 +57,25 @@ def zoo_tokenizer():
     return models.load_tokenizer("zoo-0.3m")
 
 
-@pytest.fixture()
-def tiny_classifier(zoo_tokenizer):
-    """A random-init 2-layer GPT-NeoX classifier (~40k parameters) with the zoo tokenizer."""
+@pytest.fixture(scope="session")
+def make_tiny_classifier(zoo_tokenizer):
+    """``make(hidden=16, layers=2)``: a random-init GPT-NeoX classifier with the zoo
+    tokenizer, drawn from seed 0 (the same weights on every call with the same shape)."""
     from transformers import GPTNeoXConfig, GPTNeoXForSequenceClassification
 
-    torch.manual_seed(0)
-    cfg = GPTNeoXConfig(
-        vocab_size=len(zoo_tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=512, num_labels=2,
-        pad_token_id=zoo_tokenizer.pad_token_id, tie_word_embeddings=False,
-    )
-    return GPTNeoXForSequenceClassification(cfg).eval(), zoo_tokenizer
+    def make(hidden: int = 16, layers: int = 2):
+        torch.manual_seed(0)
+        cfg = GPTNeoXConfig(
+            vocab_size=len(zoo_tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+            intermediate_size=2 * hidden, max_position_embeddings=512, num_labels=2,
+            pad_token_id=zoo_tokenizer.pad_token_id, tie_word_embeddings=False,
+        )
+        return GPTNeoXForSequenceClassification(cfg).eval()
+
+    return make
+
+
+@pytest.fixture()
+def tiny_classifier(make_tiny_classifier, zoo_tokenizer):
+    """A random-init 2-layer GPT-NeoX classifier (~40k parameters) with the zoo tokenizer."""
+    return make_tiny_classifier(), zoo_tokenizer

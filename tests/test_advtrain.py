@@ -155,22 +155,13 @@ def test_training_data_really_is_attacked_text(tiny_classifier, data, monkeypatc
         assert hosts and hosts[0].label == ex.label
 
 
-def test_stop_on_success_changes_only_the_compute(zoo_tokenizer, data, tmp_path):
+def test_stop_on_success_changes_only_the_compute(make_tiny_classifier, zoo_tokenizer, data, tmp_path):
     """Stopping the training attack at an example's first success pools the same texts
     and trains the same weights as spending every iteration; it only spends less."""
-    from transformers import GPTNeoXConfig, GPTNeoXForSequenceClassification
-
-    def fresh_model():
-        torch.manual_seed(0)
-        cfg = GPTNeoXConfig(vocab_size=len(zoo_tokenizer), hidden_size=16, num_hidden_layers=2,
-                            num_attention_heads=2, intermediate_size=32, max_position_embeddings=512, num_labels=2,
-                            pad_token_id=zoo_tokenizer.pad_token_id, tie_word_embeddings=False)
-        return GPTNeoXForSequenceClassification(cfg).eval()
-
     clean, fresh, val = data
     runs = {}
     for stop in (True, False):
-        model = fresh_model()
+        model = make_tiny_classifier()
         cfg = _small_cfg(attack="gcg", top_k=8, n_candidates=4, attack_iterations_start=3, attack_iterations_end=4,
                          rounds=2, stop_on_success=stop)
         res = advtrain.adversarial_training(model, zoo_tokenizer, clean, fresh, cfg, progress=False,
@@ -291,18 +282,12 @@ def test_study_eval_rounds():
 
 
 @pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory, zoo_tokenizer):
+def tiny_study(tmp_path_factory, make_tiny_classifier, zoo_tokenizer):
     """Two tiny fine-tuned models (sizes 'a' < 'b') saved as checkpoints, like 01_finetune records them."""
-    from transformers import GPTNeoXConfig, GPTNeoXForSequenceClassification
-
     root = tmp_path_factory.mktemp("study")
     rows = []
     for name, hidden in (("a", 8), ("b", 16)):
-        torch.manual_seed(0)
-        cfg = GPTNeoXConfig(vocab_size=len(zoo_tokenizer), hidden_size=hidden, num_hidden_layers=1,
-                            num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=512,
-                            num_labels=2, pad_token_id=zoo_tokenizer.pad_token_id, tie_word_embeddings=False)
-        model = GPTNeoXForSequenceClassification(cfg)
+        model = make_tiny_classifier(hidden=hidden, layers=1)
         path = models.save_classifier(model, zoo_tokenizer, root / name)
         rows.append({"model_key": f"{name}__seed0", "model": name, "seed": 0,
                      "num_params": sum(p.numel() for p in model.parameters()), "checkpoint": str(path),
