@@ -14,6 +14,7 @@ import datasets
 import pytest
 
 from robustlib import tasks as T
+from robustlib.config import UnknownNameError
 from robustlib.tasks import Example, Task, get_task, load_examples
 
 PM_INSTRUCTIONS = (
@@ -313,7 +314,7 @@ def test_get_task_aliases(alias, name):
 
 
 def test_unknown_task():
-    for exc in (KeyError, ValueError):
+    for exc in (KeyError, ValueError, UnknownNameError, T.UnknownTaskError):
         with pytest.raises(exc):
             get_task("nope")
     with pytest.raises(KeyError) as err:
