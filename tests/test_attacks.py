@@ -5,6 +5,7 @@ accounting, string targets and attack positions. Tiny models and few iterations.
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -200,6 +201,35 @@ def _tiny_qwen2(tok):
 def test_cache_equivalence_qwen2(zoo, examples):
     _, tok = zoo
     _check_cache_equivalence(_tiny_qwen2(tok), tok, examples)
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "qwen2"])
+def test_prefix_cache_uses_no_deprecated_argument(arch, make_tiny_classifier, zoo_tokenizer, examples):
+    """The prefix cache is passed and read under the name the installed transformers
+    expects (``cache`` from 5.24, ``past_key_values`` before): no deprecation warning."""
+    tok = zoo_tokenizer
+    model = make_tiny_classifier() if arch == "gpt_neox" else _tiny_qwen2(tok)
+    cfg = small(iterations=1, n_candidates=4, top_k=8, skip_incorrect=False, use_prefix_cache=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        result = attacks.run_attack("gcg", model, tok, examples[:2], cfg)
+    assert all(len(r.losses) == 1 for r in result.records)
+
+
+def test_cache_argument_follows_the_forward_signature():
+    from robustlib.attacks.scorer import _cache_argument
+
+    class New(torch.nn.Module):
+        def forward(self, input_ids=None, cache=None, use_cache=None):
+            pass
+
+    class Old(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None):
+            pass
+
+    assert _cache_argument(New()) == "cache"
+    assert _cache_argument(Old()) == "past_key_values"
 
 
 # ------------------------------------------------------------------------- ASR

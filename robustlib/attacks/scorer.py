@@ -19,7 +19,9 @@ is the greedy (arg-max) prediction, i.e. greedy decoding would start with the ta
 ``use_prefix_cache`` the key/value cache of ``before_ids`` is computed once per example
 (batch 1, kept for the life of the attack object, which holds ``batch_examples``
 examples at most) and only ``attack + tail`` is run for each row, with the cache
-expanded along the batch and position ids continuing from the prefix length. Rows are
+expanded along the batch and position ids continuing from the prefix length (the cache
+is passed as ``cache=`` where the base model's forward takes it, transformers 5.24 on,
+else as ``past_key_values=``). Rows are
 grouped by ``(prefix length, suffix length)``: within a group every row has the same
 shape, so nothing is padded, no attention mask is needed, and the classifier head is
 applied to the hidden state at the very last position, which is the last real token.
@@ -47,6 +49,7 @@ rest of the attack) when a chunk runs out of memory.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -139,6 +142,7 @@ class Scorer:
         self.num_params = _flops.count_params(model)
         self._kv: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self._real: dict[tuple, float] = {}  # real FLOPs per row, by row shape
+        self._cache_name = _cache_argument(self.base)
 
     # ---- compute accounting
 
@@ -196,7 +200,7 @@ class Scorer:
 
                 def fn():
                     with torch.no_grad():
-                        return self.base(input_ids=ids, use_cache=True).past_key_values
+                        return getattr(self.base(input_ids=ids, use_cache=True), self._cache_name)
 
                 cache, real = self._measured(("prefix", plen), len(chunk), fn)
                 layers = [(layer.keys, layer.values) for layer in cache.layers]
@@ -239,7 +243,8 @@ class Scorer:
         if self.use_cache and plen > 0 and sites[0].key >= 0:
             cache = self._cache_for(sites)
             pos = torch.arange(plen, plen + slen, device=self.device).unsqueeze(0).expand(rows, -1)
-            out = self.base(inputs_embeds=suffix_embeds, past_key_values=cache, position_ids=pos, use_cache=True)
+            out = self.base(inputs_embeds=suffix_embeds, position_ids=pos, use_cache=True,
+                            **{self._cache_name: cache})
             return out.last_hidden_state
         if plen > 0:
             before = torch.tensor([s.before_ids for s in sites], device=self.device)
@@ -333,6 +338,17 @@ class Scorer:
 
     def _cached(self, site: Site) -> bool:
         return self.use_cache and site.prefix_len > 0 and site.key >= 0
+
+
+def _cache_argument(base) -> str:
+    """The name of the KV-cache argument of ``base.forward`` and of its output
+    attribute: ``cache`` (transformers 5.24 on, where ``past_key_values`` is
+    deprecated) when the forward accepts it, else ``past_key_values``."""
+    try:
+        params = inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):  # no introspectable signature
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
 
 
 __all__ = ["RowScore", "Scorer", "Site"]
