@@ -5,6 +5,7 @@ accounting, string targets and attack positions. Tiny models and few iterations.
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -188,15 +189,47 @@ def test_cache_equivalence_gpt_neox(zoo, examples):
     _check_cache_equivalence(model, tok, examples)
 
 
-def test_cache_equivalence_qwen2(zoo, examples):
+def _tiny_qwen2(tok):
     from transformers import Qwen2Config, Qwen2ForSequenceClassification
 
-    _, tok = zoo
     torch.manual_seed(0)
     cfg = Qwen2Config(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, intermediate_size=64, num_labels=2, pad_token_id=tok.pad_token_id)
-    model = Qwen2ForSequenceClassification(cfg).eval()
-    _check_cache_equivalence(model, tok, examples)
+    return Qwen2ForSequenceClassification(cfg).eval()
+
+
+def test_cache_equivalence_qwen2(zoo, examples):
+    _, tok = zoo
+    _check_cache_equivalence(_tiny_qwen2(tok), tok, examples)
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "qwen2"])
+def test_prefix_cache_uses_no_deprecated_argument(arch, make_tiny_classifier, zoo_tokenizer, examples):
+    """The prefix cache is passed and read under the name the installed transformers
+    expects (``cache`` from 5.24, ``past_key_values`` before): no deprecation warning."""
+    tok = zoo_tokenizer
+    model = make_tiny_classifier() if arch == "gpt_neox" else _tiny_qwen2(tok)
+    cfg = small(iterations=1, n_candidates=4, top_k=8, skip_incorrect=False, use_prefix_cache=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        result = attacks.run_attack("gcg", model, tok, examples[:2], cfg)
+    assert all(len(r.losses) == 1 for r in result.records)
+
+
+def test_cache_argument_follows_the_forward_signature():
+    from robustlib.attacks.scorer import _cache_argument
+
+    class New(torch.nn.Module):
+        def forward(self, input_ids=None, cache=None, use_cache=None):
+            pass
+
+    class Old(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None):
+            pass
+
+    assert _cache_argument(New()) == "cache"
+    assert _cache_argument(Old()) == "past_key_values"
 
 
 # ------------------------------------------------------------------------- ASR
@@ -273,7 +306,7 @@ def test_gcg_step_flops_match_formula(zoo, examples):
         per_example = 6 * n * length + 2 * n * length * kept
         assert rec.flops_paper == [per_example]
         expected += per_example
-    assert result.flops_per_iteration_paper == [0, expected] == [0, info["flops_paper"]]
+    assert result.flops_per_iteration_paper == [0, expected] == [0, info.flops_paper]
     real = result.flops_per_iteration_real[1]
     assert 0 < real < expected  # the prefix is run once, not once per candidate
     assert real == pytest.approx(sum(r.flops_real[0] for r in result.records), rel=1e-6)
@@ -384,7 +417,7 @@ def test_step_api_and_oom_halving(zoo, examples):
 
     attack.scorer._suffix_hidden = flaky
     info = attack.step()
-    assert info["iteration"] == 1 and attack.scorer.batch_size == 2
+    assert info.iteration == 1 and attack.scorer.batch_size == 2
     attack.step()
     assert attack.done
     with pytest.raises(RuntimeError, match="already ran"):

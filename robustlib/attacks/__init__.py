@@ -11,36 +11,33 @@ the model::
 
 Each attack is also a class that can be stepped (``GCG(model, tok, examples, cfg).step()``),
 for interactive explorers. Registry: :data:`ATTACKS` (name -> class), :func:`get_attack`.
-Shared machinery (vocabulary, re-encoding filter, prefix-cached batched scoring,
-compute accounting) lives in :mod:`robustlib.attacks.base`.
+Shared machinery: the driver (:mod:`robustlib.attacks.base`), settings
+(:mod:`~robustlib.attacks.config`), results (:mod:`~robustlib.attacks.result`),
+vocabulary and re-encoding filter (:mod:`~robustlib.attacks.tokens`), prefix-cached
+batched scoring and compute accounting (:mod:`~robustlib.attacks.scorer`).
 """
 
 from __future__ import annotations
 
-from .base import (
-    Attack,
-    AttackConfig,
-    AttackResult,
-    ExampleRecord,
-    allowed_token_ids,
-    asr_curve,
-    initial_attack_ids,
-    reencoding_filter,
-    run_batched,
-)
+from ..config import UnknownNameError
+from .base import Attack, run_batched
 from .beast import BEAST, BEASTConfig
+from .config import AttackConfig
 from .gcg import GCG, GCGConfig
 from .random_token import RandomToken, RandomTokenConfig
+from .result import AttackResult, ExampleRecord, StepOutcome, StepReport, asr_curve
+from .tokens import allowed_token_ids, initial_attack_ids, reencoding_filter
 
 #: Attacks by name.
 ATTACKS: dict[str, type[Attack]] = {"random_token": RandomToken, "gcg": GCG, "beast": BEAST}
 
 
 def get_attack(name: str) -> type[Attack]:
-    """The attack class registered as ``name``."""
+    """The attack class registered as ``name`` (:class:`~robustlib.config.UnknownNameError`,
+    a ``KeyError`` and a ``ValueError``, for any other)."""
     if isinstance(name, str) and name in ATTACKS:
         return ATTACKS[name]
-    raise ValueError(f"unknown attack {name!r}; accepted: {', '.join(sorted(ATTACKS))}")
+    raise UnknownNameError(f"unknown attack {name!r}; accepted: {', '.join(sorted(ATTACKS))}")
 
 
 def register_attack(cls: type[Attack], *, overwrite: bool = False) -> type[Attack]:
@@ -79,6 +76,8 @@ __all__ = [
     "GCGConfig",
     "RandomToken",
     "RandomTokenConfig",
+    "StepOutcome",
+    "StepReport",
     "allowed_token_ids",
     "asr_curve",
     "get_attack",

@@ -31,7 +31,10 @@ from dataclasses import dataclass
 import torch
 
 from .. import flops as _flops
-from .base import Attack, AttackConfig, AttackResult, _is_int, run_batched
+from ..config import is_int
+from .base import Attack, run_batched
+from .config import AttackConfig
+from .result import AttackResult, StepOutcome
 
 
 @dataclass
@@ -44,21 +47,20 @@ class BEASTConfig(AttackConfig):
     samples_per_beam: int = 7  # k2: next tokens proposed per beam
     sampler_model: str = ""  # causal LM proposing tokens; "" = zoo-0.3m (see module docstring)
     sampler_temperature: float = 1.0
-    candidate_batch_size: int = 128
 
     def validate(self) -> None:
         super().validate()
         for name in ("beam_size", "samples_per_beam"):
             value = getattr(self, name)
-            if not _is_int(value) or value <= 0:
-                self._bad(name, value, "a positive integer")
+            if not is_int(value) or value <= 0:
+                raise self.bad(name, value, "a positive integer")
         if self.iterations > self.n_attack_tokens:
-            self._bad("iterations", self.iterations, f"at most n_attack_tokens={self.n_attack_tokens}",
-                      "BEAST adds one token per iteration")
+            raise self.bad("iterations", self.iterations, f"at most n_attack_tokens={self.n_attack_tokens}",
+                           "BEAST adds one token per iteration")
         if not isinstance(self.sampler_temperature, (int, float)) or not self.sampler_temperature > 0:
-            self._bad("sampler_temperature", self.sampler_temperature, "a positive number")
+            raise self.bad("sampler_temperature", self.sampler_temperature, "a positive number")
         if self.sampler_model and not isinstance(self.sampler_model, str):
-            self._bad("sampler_model", self.sampler_model, "a model name or path")
+            raise self.bad("sampler_model", self.sampler_model, "a model name or path")
 
 
 def load_sampler(name: str = ""):
@@ -130,7 +132,7 @@ class BEAST(Attack):
         cands = [b + [int(t)] for b, row in zip(beams, picks.tolist()) for t in row]
         return cands, tally.paper, float(tally.real)
 
-    def _step(self, active: list[int]) -> dict[int, dict]:
+    def _step(self, active: list[int]) -> dict[int, StepOutcome]:
         cfg: BEASTConfig = self.config  # type: ignore[assignment]
         row_sites, row_ids, owners, sampler_cost = [], [], [], {}
         for i in active:
@@ -163,8 +165,8 @@ class BEAST(Attack):
                 success, pred, ids = False, rec.prediction, None
             if self.iteration == 0:
                 self.records[i].initial_loss = loss
-            out[i] = {"ids": ids, "loss": loss, "success": success, "prediction": pred,
-                      "n_evaluated": len(rows), "flops_paper": paper, "flops_real": real}
+            out[i] = StepOutcome(ids=ids, loss=loss, success=success, prediction=pred,
+                                 n_evaluated=len(rows), flops_paper=paper, flops_real=real)
         return out
 
 

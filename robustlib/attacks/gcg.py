@@ -5,21 +5,21 @@ Each iteration, for every attacked example (batched across examples):
 1. one forward + backward pass gives the gradient of the loss toward the target
    with respect to the one-hot matrix of the current attack tokens
    (``(n_attack_tokens, vocab)``, through ``model.get_input_embeddings()``); gradients
-   of tokens an attack may not use (:func:`~robustlib.attacks.base.allowed_token_ids`)
+   of tokens an attack may not use (:func:`~robustlib.attacks.tokens.allowed_token_ids`)
    are set to +inf;
 2. the ``top_k`` tokens with the most negative gradient are kept per position;
 3. ``n_candidates`` single-token swaps are sampled (position uniform, token uniform
    among that position's top-k; a seeded generator per example); duplicates are not
    removed (the paper's accounting counts every candidate);
 4. candidates that do not survive decode/re-encode in context are dropped
-   (:func:`~robustlib.attacks.base.reencoding_filter`);
+   (:func:`~robustlib.attacks.tokens.reencoding_filter`);
 5. the remaining candidates are scored in batches (prefix KV cache), and the one with
    the lowest loss becomes the current attack, even if it is worse than the previous
    one (as in GCG and nanoGCG; the record keeps the best loss seen). If no candidate
    survives, the attack is unchanged for this iteration.
 
 The initial attack is one token repeated (``" @"`` first, see
-:data:`~robustlib.attacks.base.INITIAL_ATTACK_TOKENS`), the first that re-encodes
+:data:`~robustlib.attacks.tokens.INITIAL_ATTACK_TOKENS`), the first that re-encodes
 stably in the example's context. Paper settings are the defaults: ``top_k=256``,
 ``n_candidates=128``, 10 attack tokens; 10 iterations against undefended models, 128
 against adversarially trained ones.
@@ -42,7 +42,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Attack, AttackConfig, AttackResult, _is_int, initial_attack_ids, run_batched
+from ..config import is_int
+from .base import Attack, run_batched
+from .config import AttackConfig
+from .result import AttackResult, StepOutcome
+from .tokens import initial_attack_ids
 
 
 @dataclass
@@ -51,14 +55,13 @@ class GCGConfig(AttackConfig):
 
     top_k: int = 256  # tokens kept per position, by most negative gradient
     n_candidates: int = 128  # single-token swaps sampled per example and iteration
-    candidate_batch_size: int = 128  # rows per forward pass; halves on out-of-memory
 
     def validate(self) -> None:
         super().validate()
         for name in ("top_k", "n_candidates"):
             value = getattr(self, name)
-            if not _is_int(value) or value <= 0:
-                self._bad(name, value, "a positive integer")
+            if not is_int(value) or value <= 0:
+                raise self.bad(name, value, "a positive integer")
 
 
 class GCG(Attack):
@@ -74,7 +77,7 @@ class GCG(Attack):
             self.current[i] = initial_attack_ids(self.tokenizer, s.before, s.after, n, self.allowed,
                                                  s.before_ids, s.after_ids)
 
-    def _step(self, active: list[int]) -> dict[int, dict]:
+    def _step(self, active: list[int]) -> dict[int, StepOutcome]:
         cfg: GCGConfig = self.config  # type: ignore[assignment]
         n, c = cfg.n_attack_tokens, cfg.n_candidates
         k = min(cfg.top_k, len(self.allowed))
@@ -113,8 +116,8 @@ class GCG(Attack):
                 loss, success, pred = sc.loss, sc.success, sc.prediction
             else:  # nothing survived the filter: keep the attack, its loss from the gradient pass
                 loss, success, pred = g.loss, g.success, g.prediction
-            out[i] = {"ids": list(self.current[i]), "loss": loss, "success": success, "prediction": pred,
-                      "n_evaluated": len(rows), "flops_paper": paper, "flops_real": real}
+            out[i] = StepOutcome(ids=list(self.current[i]), loss=loss, success=success, prediction=pred,
+                                 n_evaluated=len(rows), flops_paper=paper, flops_real=real)
         return out
 
 

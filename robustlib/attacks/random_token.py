@@ -2,7 +2,7 @@
 
 Each iteration, for every attacked example (batched across examples), draw
 ``n_attack_tokens`` token ids uniformly from the allowed vocabulary
-(:func:`~robustlib.attacks.base.allowed_token_ids`) with the example's seeded
+(:func:`~robustlib.attacks.tokens.allowed_token_ids`) with the example's seeded
 generator; ``resample_tries`` draws are made at once and the first that survives the
 re-encoding filter is used (if none does, the example skips this iteration: nothing is
 evaluated or spent). The draw is scored (prefix KV cache) and the first success is
@@ -19,7 +19,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Attack, AttackConfig, AttackResult, _is_int, run_batched
+from ..config import is_int
+from .base import Attack, run_batched
+from .config import AttackConfig
+from .result import AttackResult, StepOutcome
 
 
 @dataclass
@@ -30,8 +33,8 @@ class RandomTokenConfig(AttackConfig):
 
     def validate(self) -> None:
         super().validate()
-        if not _is_int(self.resample_tries) or self.resample_tries <= 0:
-            self._bad("resample_tries", self.resample_tries, "a positive integer")
+        if not is_int(self.resample_tries) or self.resample_tries <= 0:
+            raise self.bad("resample_tries", self.resample_tries, "a positive integer")
 
 
 class RandomToken(Attack):
@@ -40,7 +43,7 @@ class RandomToken(Attack):
     name = "random_token"
     config_class = RandomTokenConfig
 
-    def _step(self, active: list[int]) -> dict[int, dict]:
+    def _step(self, active: list[int]) -> dict[int, StepOutcome]:
         cfg: RandomTokenConfig = self.config  # type: ignore[assignment]
         chosen: dict[int, list[int]] = {}
         for i in active:
@@ -53,12 +56,11 @@ class RandomToken(Attack):
         scores = self.scorer.evaluate([self.sites[i] for i in order], [chosen[i] for i in order]) if order else []
         out = {}
         for i, sc in zip(order, scores):
-            out[i] = {"ids": chosen[i], "loss": sc.loss, "success": sc.success, "prediction": sc.prediction,
-                      "n_evaluated": 1, "flops_paper": sc.flops_paper, "flops_real": sc.flops_real}
+            out[i] = StepOutcome(ids=chosen[i], loss=sc.loss, success=sc.success, prediction=sc.prediction,
+                                 n_evaluated=1, flops_paper=sc.flops_paper, flops_real=sc.flops_real)
         for i in active:
-            if i not in chosen:
-                out[i] = {"ids": None, "loss": float("nan"), "success": False, "prediction": None,
-                          "n_evaluated": 0, "flops_paper": 0, "flops_real": 0.0}
+            if i not in chosen:  # no draw re-encoded: nothing evaluated or spent
+                out[i] = StepOutcome(ids=None, loss=float("nan"), success=False, prediction=None)
         return out
 
 

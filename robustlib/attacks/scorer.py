@@ -1,0 +1,354 @@
+"""Batched scoring of attack rows: losses, successes and one-hot gradients, with a
+prefix KV cache and compute accounting.
+
+A *row* is an (example, candidate attack) pair: the example's context is a
+:class:`Site`, the candidate a list of token ids; :class:`Scorer` returns a
+:class:`RowScore` per row.
+
+**Targets.** ``target="label"``: the model is a sequence classifier (HF
+``...ForSequenceClassification`` with a ``score`` head); the loss is the cross-entropy
+of its two logits, read at the last token, toward ``example.target`` (the wrong class);
+success means the classifier predicts the target. ``target="string"``: the model is a
+causal LM; the loss is the mean cross-entropy of the tokens of ``config.target_string``
+appended after the attacked text (teacher forcing); success means every target token
+is the greedy (arg-max) prediction, i.e. greedy decoding would start with the target.
+
+**Loss evaluation** (the speed-critical part). The token sequence of a row (an
+(example, candidate) pair) is ``before_ids`` (fixed per example) + ``attack_ids`` (varies)
++ ``tail_ids`` (fixed: ``after_ids``, plus the target tokens in string mode). With
+``use_prefix_cache`` the key/value cache of ``before_ids`` is computed once per example
+(batch 1, kept for the life of the attack object, which holds ``batch_examples``
+examples at most) and only ``attack + tail`` is run for each row, with the cache
+expanded along the batch and position ids continuing from the prefix length (the cache
+is passed as ``cache=`` where the base model's forward takes it, transformers 5.24 on,
+else as ``past_key_values=``). Rows are
+grouped by ``(prefix length, suffix length)``: within a group every row has the same
+shape, so nothing is padded, no attention mask is needed, and the classifier head is
+applied to the hidden state at the very last position, which is the last real token.
+Rows of different examples that share a group are batched together (their caches are
+concatenated along the batch). We chose grouping over left-padding prefixes because it
+is exact (no padded keys, whose NaN rows under SDPA could leak through a 0-weight
+attention), needs no per-architecture mask or position handling, and costs nothing in
+the common case: GCG's ``n_candidates`` rows per example already fill a batch. Groups
+are split into chunks of ``candidate_batch_size`` rows, a size that halves (for the
+rest of the attack) when a chunk runs out of memory.
+
+**Compute**, per example and iteration, two conventions (:mod:`robustlib.flops`):
+
+* paper: ``2 N`` FLOPs per token of every forward row and ``4 N`` more per token of
+  every backward row, counting the *full* sequence (prefix included, as if no KV cache
+  were used), so a GCG iteration costs ``6 N L + 2 N L K`` for an example of ``L``
+  tokens with ``K`` candidates kept after the filter. Clean evaluation is reported
+  separately (``clean_flops_*``), not in the per-iteration numbers.
+* real: the FLOPs ``torch.utils.flop_counter.FlopCounterMode`` counts for what was
+  actually executed (prefix cache included, so the prefix is run once, not per row;
+  the backward computes only input gradients), measured once per distinct shape and
+  cached. A chunk's real FLOPs are shared equally among its rows; the prefix pass is
+  charged to the iteration that computed it (the first one).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .. import flops as _flops
+
+log = logging.getLogger("robustlib.attacks")
+
+
+def _is_oom(err: BaseException) -> bool:
+    oom = getattr(torch.cuda, "OutOfMemoryError", ())
+    return (oom and isinstance(err, oom)) or "out of memory" in str(err).lower()
+
+
+@dataclass
+class Site:
+    """One example's attack context: ``before_ids + attack + tail_ids``, where
+    ``tail_ids = after_ids (+ target tokens in string mode)``."""
+
+    key: int  # example index; keys the prefix cache (negative: never cached)
+    before: str
+    after: str
+    before_ids: list[int]
+    after_ids: list[int]
+    tail_ids: list[int]
+    target: int  # class aimed at (label mode)
+    n_attack: int
+
+    @property
+    def prefix_len(self) -> int:
+        return len(self.before_ids)
+
+    @property
+    def suffix_len(self) -> int:
+        return self.n_attack + len(self.tail_ids)
+
+    @property
+    def full_len(self) -> int:
+        return self.prefix_len + self.suffix_len
+
+
+@dataclass
+class RowScore:
+    loss: float
+    success: bool
+    prediction: int | None
+    flops_paper: int
+    flops_real: float
+    grad: torch.Tensor | None = None  # (n_attack, vocab) for gradient rows
+
+
+class Scorer:
+    """Batched losses (and one-hot gradients) of rows ``(site, attack_ids)``.
+
+    See the module docstring for the grouping, the prefix cache and the accounting.
+    ``batch_size`` (rows per forward) halves on out-of-memory.
+    """
+
+    def __init__(self, model, mode: str, target_ids: list[int], use_cache: bool, batch_size: int):
+        self.model = model
+        self.mode = mode
+        self.target_ids = list(target_ids)
+        self.use_cache = use_cache
+        self.batch_size = batch_size
+        if mode == "label":
+            head = getattr(model, "score", None)
+            if not isinstance(head, torch.nn.Module):
+                raise ValueError(
+                    f"target='label' needs a sequence classifier with a `score` head (GPT-NeoX/Qwen2 "
+                    f"...ForSequenceClassification); {type(model).__name__} has none. "
+                    "For a causal LM use target='string'"
+                )
+        else:
+            head = model.get_output_embeddings()
+            if head is None:
+                raise ValueError(
+                    f"target='string' needs a causal LM with an output embedding; {type(model).__name__} has none"
+                )
+        self.head = head
+        self.base = model.base_model
+        if self.base is model:
+            raise ValueError(
+                f"{type(model).__name__} has no separate base model (model.base_model is the model itself)"
+            )
+        self.embed = model.get_input_embeddings()
+        self.device = self.embed.weight.device
+        self.num_params = _flops.count_params(model)
+        self._kv: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._real: dict[tuple, float] = {}  # real FLOPs per row, by row shape
+        self._cache_name = _cache_argument(self.base)
+
+    # ---- compute accounting
+
+    def _measured(self, key: tuple, rows: int, fn: Callable[[], Any]) -> tuple[Any, float]:
+        """Run ``fn`` on ``rows`` rows of one shape; return its output and its real FLOPs
+        per row. Matmul and attention FLOPs are linear in the number of rows, so they are
+        measured once per ``key`` (the shape of a row) whatever the row count: counting
+        every call cost about a third of a GPU attack's wall time on small models."""
+        if key in self._real:
+            return fn(), self._real[key]
+        from torch.utils.flop_counter import FlopCounterMode
+
+        mode = FlopCounterMode(display=False)
+        with mode:
+            out = fn()
+        self._real[key] = int(mode.get_total_flops()) / rows
+        return out, self._real[key]
+
+    def _chunked(self, n_rows: int, run_chunk: Callable[[int, int], None]) -> None:
+        """Call ``run_chunk(start, stop)`` over ``range(n_rows)`` in chunks of at most
+        ``batch_size`` rows, halving the size on out-of-memory."""
+        start = 0
+        while start < n_rows:
+            size = min(self.batch_size, n_rows - start)
+            try:
+                run_chunk(start, start + size)
+            except RuntimeError as err:
+                if not _is_oom(err) or size == 1:
+                    raise
+                self.batch_size = max(1, size // 2)
+                log.warning("out of memory with %d rows per forward; retrying with %d", size, self.batch_size)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            start += size
+
+    # ---- prefix cache
+
+    def ensure_prefix(self, sites: Sequence[Site]) -> dict[int, int]:
+        """Compute (once) the KV cache of each site's ``before_ids``; returns the real
+        FLOPs spent per site key (only for caches computed now)."""
+        spent: dict[int, int] = {}
+        if not self.use_cache:
+            return spent
+        todo = [s for s in sites if s.key >= 0 and s.prefix_len > 0 and s.key not in self._kv]
+        groups: dict[int, list[Site]] = {}
+        for s in todo:
+            groups.setdefault(s.prefix_len, []).append(s)
+        for plen in sorted(groups):
+            group = groups[plen]
+
+            def run_chunk(a: int, b: int, group=group, plen=plen) -> None:
+                chunk = group[a:b]
+                ids = torch.tensor([s.before_ids for s in chunk], device=self.device)
+
+                def fn():
+                    with torch.no_grad():
+                        return getattr(self.base(input_ids=ids, use_cache=True), self._cache_name)
+
+                cache, real = self._measured(("prefix", plen), len(chunk), fn)
+                layers = [(layer.keys, layer.values) for layer in cache.layers]
+                for j, s in enumerate(chunk):
+                    self._kv[s.key] = [(k[j : j + 1], v[j : j + 1]) for k, v in layers]
+                    spent[s.key] = spent.get(s.key, 0) + real
+
+            self._chunked(len(group), run_chunk)
+        return spent
+
+    def _cache_for(self, sites: Sequence[Site]):
+        from transformers import DynamicCache
+
+        # Rows are sorted by site, so consecutive rows share a site: expand (no copy)
+        # each site's batch-1 cache over its rows, then concatenate.
+        runs: list[tuple[int, int]] = []  # (key, count)
+        for s in sites:
+            if runs and runs[-1][0] == s.key:
+                runs[-1] = (s.key, runs[-1][1] + 1)
+            else:
+                runs.append((s.key, 1))
+        n_layers = len(self._kv[runs[0][0]])
+        data = []
+        for layer in range(n_layers):
+            ks, vs = [], []
+            for key, count in runs:
+                k, v = self._kv[key][layer]
+                ks.append(k.expand(count, *k.shape[1:]))
+                vs.append(v.expand(count, *v.shape[1:]))
+            data.append((ks[0] if len(ks) == 1 else torch.cat(ks), vs[0] if len(vs) == 1 else torch.cat(vs)))
+        return DynamicCache(data, config=self.model.config)
+
+    # ---- forward
+
+    def _suffix_hidden(self, sites: Sequence[Site], suffix_embeds: torch.Tensor) -> torch.Tensor:
+        """Hidden states ``(rows, suffix_len, d)`` of the suffix tokens of rows that
+        all share ``prefix_len`` and ``suffix_len``."""
+        plen = sites[0].prefix_len
+        rows, slen = suffix_embeds.shape[:2]
+        if self.use_cache and plen > 0 and sites[0].key >= 0:
+            cache = self._cache_for(sites)
+            pos = torch.arange(plen, plen + slen, device=self.device).unsqueeze(0).expand(rows, -1)
+            out = self.base(inputs_embeds=suffix_embeds, position_ids=pos, use_cache=True,
+                            **{self._cache_name: cache})
+            return out.last_hidden_state
+        if plen > 0:
+            before = torch.tensor([s.before_ids for s in sites], device=self.device)
+            embeds = torch.cat([self.embed(before), suffix_embeds], dim=1)
+        else:
+            embeds = suffix_embeds
+        pos = torch.arange(embeds.shape[1], device=self.device).unsqueeze(0).expand(rows, -1)
+        out = self.base(inputs_embeds=embeds, position_ids=pos, use_cache=False)
+        return out.last_hidden_state[:, plen:]
+
+    def _loss(self, sites: Sequence[Site], hidden: torch.Tensor):
+        """Per-row loss, success and prediction from suffix hidden states."""
+        if self.mode == "label":
+            logits = self.head(hidden[:, -1]).float()
+            target = torch.tensor([s.target for s in sites], device=logits.device)
+            loss = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+            pred = logits.argmax(-1)
+            return loss, pred == target, pred
+        t = len(self.target_ids)
+        s = hidden.shape[1]
+        logits = self.head(hidden[:, s - t - 1 : s - 1]).float()  # positions predicting the target
+        target = torch.tensor(self.target_ids, device=logits.device).expand(len(sites), -1)
+        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none").mean(-1)
+        return loss, (logits.argmax(-1) == target).all(-1), None
+
+    @staticmethod
+    def _groups(sites: Sequence[Site]) -> list[list[int]]:
+        """Row indices grouped by (prefix_len, suffix_len), each group ordered by site."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, s in enumerate(sites):
+            groups.setdefault((s.prefix_len, s.suffix_len), []).append(i)
+        return [sorted(groups[k], key=lambda i: (sites[i].key, i)) for k in sorted(groups)]
+
+    def evaluate(self, sites: Sequence[Site], attacks: Sequence[Sequence[int]] | torch.Tensor) -> list[RowScore]:
+        """Loss, success and prediction of each row ``(sites[i], attacks[i])``.
+
+        Prefix caches missing so far are computed first (their cost is only accounted
+        when :meth:`ensure_prefix` is called explicitly, as ``Attack.step`` does)."""
+
+        def forward(gs: list[Site], rows: list[list]):
+            ids = torch.tensor([row + s.tail_ids for row, s in zip(rows, gs)], device=self.device)
+            with torch.no_grad():
+                loss, ok, pred = self._loss(gs, self._suffix_hidden(gs, self.embed(ids)))
+            return loss, ok, pred, None
+
+        return self._score_rows("eval", sites, attacks, forward, _flops.forward_flops)
+
+    def gradient(self, sites: Sequence[Site], attacks: Sequence[Sequence[int]] | torch.Tensor) -> list[RowScore]:
+        """Loss etc. of each row and the gradient of its loss w.r.t. the one-hot
+        matrix of its attack tokens, ``(n_attack, vocab)`` (vocab = embedding rows)."""
+        weight = self.embed.weight
+
+        def forward_backward(gs: list[Site], rows: list[list]):
+            ids = torch.tensor(rows, device=self.device)
+            tail = torch.tensor([s.tail_ids for s in gs], device=self.device, dtype=torch.long)
+            with torch.enable_grad():
+                one_hot = torch.zeros(*ids.shape, weight.shape[0], device=self.device, dtype=weight.dtype)
+                one_hot.scatter_(2, ids.unsqueeze(-1), 1.0)
+                one_hot.requires_grad_(True)
+                embeds = torch.cat([one_hot @ weight, self.embed(tail)], dim=1)
+                loss, ok, pred = self._loss(gs, self._suffix_hidden(gs, embeds))
+                (grad,) = torch.autograd.grad(loss.sum(), one_hot)
+            return loss.detach(), ok, pred, grad
+
+        return self._score_rows("grad", sites, attacks, forward_backward, _flops.training_flops)
+
+    def _score_rows(self, kind: str, sites: Sequence[Site], attacks, run: Callable[[list[Site], list[list]], tuple],
+                    paper_flops: Callable[[int, int], int]) -> list[RowScore]:
+        """The chunk loop of :meth:`evaluate` and :meth:`gradient`: rows grouped by
+        shape, each group run in chunks (halved on out-of-memory) by
+        ``run(sites, attack_rows) -> (loss, success, prediction, grad or None)``, real
+        FLOPs measured once per ``kind`` and row shape, paper FLOPs per row
+        ``paper_flops(num_params, full_len)`` (forward ``2N``, training ``6N`` per token)."""
+        self.ensure_prefix(sites)
+        out: list[RowScore | None] = [None] * len(sites)
+        for group in self._groups(sites):
+            def run_chunk(a: int, b: int, group=group) -> None:
+                idx = group[a:b]
+                gs = [sites[i] for i in idx]
+                rows = [list(attacks[i]) for i in idx]
+                key = (kind, gs[0].prefix_len, gs[0].suffix_len, self._cached(gs[0]))
+                (loss, ok, pred, grad), real = self._measured(key, len(idx), lambda: run(gs, rows))
+                loss, ok = loss.tolist(), ok.tolist()
+                pred = pred.tolist() if pred is not None else [None] * len(idx)
+                for j, i in enumerate(idx):
+                    out[i] = RowScore(loss[j], bool(ok[j]), pred[j], paper_flops(self.num_params, gs[j].full_len),
+                                      real, grad=grad[j] if grad is not None else None)
+
+            self._chunked(len(group), run_chunk)
+        return out  # type: ignore[return-value]
+
+    def _cached(self, site: Site) -> bool:
+        return self.use_cache and site.prefix_len > 0 and site.key >= 0
+
+
+def _cache_argument(base) -> str:
+    """The name of the KV-cache argument of ``base.forward`` and of its output
+    attribute: ``cache`` (transformers 5.24 on, where ``past_key_values`` is
+    deprecated) when the forward accepts it, else ``past_key_values``."""
+    try:
+        params = inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):  # no introspectable signature
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+__all__ = ["RowScore", "Scorer", "Site"]
