@@ -1,19 +1,16 @@
 """robustlib: the helper package behind robustlib lab.
 
-Notebooks call it; it does the work. See README.md for the tour.
+Notebooks call it; it does the work. See README.md for the tour. Importing the package
+has no side effects: modules that need torch import it themselves, and process-wide
+settings (flushing denormal floats on the CPU, thread counts) are made by the
+functions that need them, which say so in their docstrings.
 """
 
 from __future__ import annotations
 
 import logging
 
-import torch
-
 __version__ = "0.1.0"
-
-# Denormal floats make CPU training 5-55x slower after ~100 steps (seen on this
-# project's machines); flushing them to zero costs nothing measurable in accuracy.
-torch.set_flush_denormal(True)
 
 logger = logging.getLogger("robustlib")
 if not logger.handlers:

@@ -1,7 +1,8 @@
 """Command line: ``python -m robustlib {run,pipeline,report,params} ...``.
 
-User errors (unknown notebook or parameter, wrong type, missing file) print one
-line to stderr and exit with status 2, before any compute.
+User errors (unknown notebook or parameter, wrong type or value, missing file, bad
+YAML) print one line to stderr and exit with status 2, before any compute.
+:func:`main` takes the arguments as a list, so it can be called in-process.
 """
 
 from __future__ import annotations
@@ -54,12 +55,13 @@ def main(argv: list[str] | None = None) -> int:
                 if "notebooks" in data:  # a pipeline file: take this notebook's section
                     stem = runner.resolve_notebook(args.notebook).stem
                     params = dict(data["notebooks"].get(stem) or {})
-                    study = study or data.get("study")
+                    study = data.get("study") if study is None else study
                 else:
                     params = data
             for name, value in args.param:
                 params[name] = yaml.safe_load(value)
-            run = runner.run_notebook(args.notebook, params, study=study or "default", name=args.name)
+            run = runner.run_notebook(args.notebook, params, study="default" if study is None else study,
+                                      name=args.name)
             print(run.path)
         elif args.command == "pipeline":
             runs = runner.run_pipeline(args.params_file, report=False)
@@ -69,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(report.export_study(runner.load_params(args.params_file).get("study", "default")))
         elif args.command == "report":
             print(report.export_study(args.study))
+    except yaml.YAMLError as err:
+        print(f"error: invalid YAML: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
     except (ValueError, TypeError, KeyError, FileNotFoundError, LookupError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {msg}", file=sys.stderr)

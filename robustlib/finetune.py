@@ -23,6 +23,7 @@ import torch
 from . import flops as _flops
 from .config import StrictConfig
 from .models import DEVICES
+from .runtime import flush_denormals
 
 log = logging.getLogger("robustlib.finetune")
 
@@ -43,44 +44,45 @@ class FinetuneConfig(StrictConfig):
     warmup_ratio: float = 0.0  # fraction of steps spent warming up linearly
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0  # 0 disables clipping
-    max_length: int = 512  # tokens; longer texts are truncated from the left? no: rejected
+    max_length: int = 512  # tokens; a longer example is an error (never silently truncated)
     eval_batch_size: int = 64
     seed: int = 0
     device: str = "auto"  # one of DEVICES; "auto" lets accelerate choose
     dtype: str = "float32"  # mixed-precision compute dtype; one of DTYPES
     progress: bool = True
 
-    def __post_init__(self):
-        self.validate()
-
     def validate(self) -> None:
-        def bad(name, value, accepted):
-            raise ValueError(f"FinetuneConfig.{name}={value!r} is invalid; accepted: {accepted}")
-
-        if not isinstance(self.epochs, (int, float)) or self.epochs <= 0:
-            bad("epochs", self.epochs, "a positive number")
+        """Value checks (types are checked first by :meth:`StrictConfig.check_types`)."""
+        if self.epochs <= 0:
+            raise self.bad("epochs", self.epochs, "a positive number")
         for name in ("batch_size", "eval_batch_size", "max_length"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                bad(name, v, "a positive integer")
-        if not isinstance(self.lr, (int, float)) or not 0 < self.lr < 1:
-            bad("lr", self.lr, "a number in (0, 1)")
-        if self.optimizer not in OPTIMIZERS:
-            bad("optimizer", self.optimizer, OPTIMIZERS)
-        if self.schedule not in SCHEDULES:
-            bad("schedule", self.schedule, SCHEDULES)
+            if getattr(self, name) <= 0:
+                raise self.bad(name, getattr(self, name), "a positive integer")
+        if not 0 < self.lr < 1:
+            raise self.bad("lr", self.lr, "a number in (0, 1)")
+        for name, accepted in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("device", DEVICES),
+                               ("dtype", DTYPES)):
+            if getattr(self, name) not in accepted:
+                raise self.bad(name, getattr(self, name), str(accepted))
         if not 0 <= self.warmup_ratio < 1:
-            bad("warmup_ratio", self.warmup_ratio, "a number in [0, 1)")
-        if self.weight_decay < 0:
-            bad("weight_decay", self.weight_decay, "a number >= 0")
-        if self.max_grad_norm < 0:
-            bad("max_grad_norm", self.max_grad_norm, "a number >= 0")
-        if self.device not in DEVICES:
-            bad("device", self.device, DEVICES)
-        if self.dtype not in DTYPES:
-            bad("dtype", self.dtype, DTYPES)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            bad("seed", self.seed, "an integer")
+            raise self.bad("warmup_ratio", self.warmup_ratio, "a number in [0, 1)")
+        for name in ("weight_decay", "max_grad_norm"):
+            if getattr(self, name) < 0:
+                raise self.bad(name, getattr(self, name), "a number >= 0")
+
+    @classmethod
+    def coerce(cls, config) -> FinetuneConfig:
+        """``config`` as a FinetuneConfig: None gives the defaults, a dict goes through
+        :meth:`from_dict` (unknown keys rejected); anything else is a TypeError."""
+        if config is None:
+            return cls()
+        if isinstance(config, dict):
+            return cls.from_dict(config)
+        if isinstance(config, cls):
+            config.check_types()
+            config.validate()
+            return config
+        raise TypeError(f"config must be a FinetuneConfig, a dict or None; got {type(config).__name__}")
 
 
 @dataclass
@@ -168,8 +170,8 @@ def _accelerator(cfg: FinetuneConfig):
 
 
 @torch.no_grad()
-def evaluate(model, tokenizer, examples, batch_size: int = 64, max_length: int = 512, tally=None, device=None):
-    """Accuracy, mean loss and predictions of a classifier on ``examples``.
+def classify(model, tokenizer, examples, batch_size: int = 64, max_length: int = 512, tally=None, device=None):
+    """Classify ``examples`` (clean texts): accuracy, mean loss and predictions.
 
     Returns ``(accuracy, loss, predictions)``; adds forward compute to ``tally`` if given.
     """
@@ -205,10 +207,11 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
 
     Examples are :class:`robustlib.tasks.Example` (anything with ``.text`` and
     ``.label`` works). Training data are shuffled with ``config.seed``; the same seed
-    on the same machine gives the same numbers.
+    on the same machine gives the same numbers. Flushes denormal floats for the process
+    (:func:`robustlib.runtime.flush_denormals`).
     """
-    cfg = config or FinetuneConfig()
-    cfg.validate()
+    cfg = FinetuneConfig.coerce(config)
+    flush_denormals()
     if not train_examples:
         raise ValueError("train_examples is empty: nothing to fine-tune on")
     if not val_examples:
@@ -276,7 +279,7 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
             bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
 
     eval_tally = _flops.FlopTally()
-    acc, val_loss, _ = evaluate(
+    acc, val_loss, _ = classify(
         model, tokenizer, val_examples, cfg.eval_batch_size, cfg.max_length, tally=eval_tally, device=device
     )
     model = accelerator.unwrap_model(model)
@@ -292,154 +295,3 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
         config=asdict(cfg),
         example_losses=example_losses,
     )
-
-
-# ---------------------------------------------------------------------------- study
-
-
-@dataclass
-class FinetuneStudyConfig(StrictConfig):
-    """Everything ``notebooks/01_finetune.ipynb`` takes: field names match its
-    ``parameters`` cell. One fine-tuning per (size, seed)."""
-
-    _unknown_label = "parameter(s)"
-
-    task: str = "password_match"
-    family: str = "zoo"
-    sizes: list = field(default_factory=lambda: ["zoo-0.3m", "zoo-1m"])
-    seeds: list = field(default_factory=lambda: [0])
-    n_train: int = 256
-    n_val: int = 128
-    data_seed: int = 0  # which examples are drawn (the same for every model seed)
-    data_source: str = ""  # local file/folder for hub tasks; "" = the task's own source
-    epochs: float = 1.0
-    batch_size: int = 32
-    lr: float = 1e-3
-    optimizer: str = "adamw"
-    schedule: str = "linear"
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    max_length: int = 512
-    device: str = "auto"
-    dtype: str = "float32"
-    save_checkpoints: bool = True
-
-    def __post_init__(self):
-        from . import models, tasks
-
-        tasks.get_task(self.task)  # unknown task: error listing the registered ones
-        sizes = models.family_sizes(self.family)
-        if not isinstance(self.sizes, (list, tuple)) or not self.sizes:
-            raise ValueError(f"sizes must be a non-empty list of {self.family} models; accepted: {sizes}")
-        wrong = [s for s in self.sizes if s not in sizes and not _is_path_or_hub_id(s)]
-        if wrong:
-            raise ValueError(f"sizes {wrong} are not in family {self.family!r}; accepted: {sizes} "
-                             "(or a local model folder / hub id)")
-        if len(set(self.sizes)) != len(self.sizes):
-            raise ValueError(f"sizes has duplicates: {self.sizes}")
-        if (not isinstance(self.seeds, (list, tuple)) or not self.seeds
-                or not all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds)):
-            raise ValueError(f"seeds must be a non-empty list of integers; got {self.seeds!r}")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds has duplicates: {self.seeds}")
-        for name in ("n_train", "n_val"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"{name}={v!r} is invalid; accepted: a positive integer")
-        self.training(seed=0)  # validates the training settings
-
-    def training(self, seed: int) -> FinetuneConfig:
-        return FinetuneConfig(
-            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
-            schedule=self.schedule, warmup_ratio=self.warmup_ratio, weight_decay=self.weight_decay,
-            max_length=self.max_length, seed=seed, device=self.device, dtype=self.dtype,
-        )
-
-
-def _is_path_or_hub_id(name) -> bool:
-    from pathlib import Path
-
-    return isinstance(name, str) and (Path(name).expanduser().exists() or name.count("/") == 1)
-
-
-def model_key(size: str, seed: int) -> str:
-    """Folder-safe name of one fine-tuned model in a run: ``<size>__seed<k>``."""
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in size)
-    return f"{safe}__seed{seed}"
-
-
-def run_study(cfg: FinetuneStudyConfig, run, progress: bool = True):
-    """Fine-tune every size x seed of ``cfg``, recording into ``run`` as it goes.
-
-    ``run`` is a :class:`robustlib.record.Run`. Each finished model appends one row to
-    the run's ``finetune`` table and (if ``save_checkpoints``) saves its weights under
-    ``artifacts/models/<size>__seed<k>/``; a killed study resumes where it stopped:
-    models already in the table are skipped, never retrained or counted twice.
-    Returns the table as a pandas DataFrame.
-    """
-    import pandas as pd
-    from tqdm.auto import tqdm
-
-    from . import models, tasks
-
-    source = cfg.data_source or None
-    train = tasks.load_examples(cfg.task, "train", n=cfg.n_train, seed=cfg.data_seed, source=source)
-    val = tasks.load_examples(cfg.task, "validation", n=cfg.n_val, seed=cfg.data_seed, source=source)
-    task = tasks.get_task(cfg.task)
-    done = _load_rows(run)
-    todo = [(size, seed) for size in cfg.sizes for seed in cfg.seeds if model_key(size, seed) not in done]
-    if len(todo) < len(cfg.sizes) * len(cfg.seeds):
-        log.info("resuming: %d of %d models already fine-tuned", len(done), len(cfg.sizes) * len(cfg.seeds))
-    for size, seed in tqdm(todo, desc="models", disable=not progress):
-        model, tokenizer = models.load_classifier(size, seed=seed)
-        result = finetune(model, tokenizer, train, val, cfg.training(seed))
-        key = model_key(size, seed)
-        checkpoint = ""
-        if cfg.save_checkpoints:
-            checkpoint = str(models.save_classifier(model, tokenizer, run.artifact_path("models", key)))
-        preset = models.PRESETS.get(size)
-        row = {
-            "model_key": key,
-            "model": size,
-            "family": preset.family if preset else "custom",
-            "seed": seed,
-            "task": task.name,
-            "task_version": task.version,
-            "n_train": len(train),
-            "n_val": len(val),
-            "checkpoint": checkpoint,
-            "pretrain_compute": models.pretrain_compute(size) if preset else None,
-            **result.as_record(),
-        }
-        done[key] = row
-        run.save_table("finetune", list(done.values()))
-        run.save_json(f"losses/{key}.json", result.train_losses)
-        del model
-    return pd.DataFrame(list(done.values())).sort_values(["num_params", "seed"]).reset_index(drop=True)
-
-
-def _load_rows(run) -> dict:
-    try:
-        table = run.load_table("finetune")
-    except FileNotFoundError:
-        return {}
-    return {row["model_key"]: row for row in table.to_dict("records")}
-
-
-def compute_table(table):
-    """Per model x seed: tokens, FLOPs in both conventions (3 significant digits), time."""
-    cols = ["model", "seed", "num_params", "train_tokens", "train_flops_paper", "train_flops_real",
-            "eval_flops_paper", "eval_flops_real", "wall_seconds"]
-    out = table[cols].copy()
-    for c in cols:
-        if "flops" in c:
-            out[c] = out[c].map(lambda v: f"{v:.3g}")
-    out["wall_seconds"] = out["wall_seconds"].round(1)
-    return out
-
-
-def summarize(table):
-    """Median, min and max validation accuracy over seeds, per model size."""
-    g = table.groupby(["model", "num_params"], as_index=False)["val_accuracy"]
-    out = g.agg(median="median", min="min", max="max", seeds="count")
-    return out.sort_values("num_params").reset_index(drop=True)

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-#: Tokens Pythia models were pretrained on (the deduplicated Pile was seen for
-#: 299.89B tokens; PAPER.md).
+#: Tokens every Pythia model was pretrained on: 299.89B (the deduplicated Pile, seen
+#: for about 1.5 epochs); the paper's pretraining compute is 6 N times this.
 PYTHIA_PRETRAIN_TOKENS = 299_892_736_000
 
 
@@ -66,11 +66,6 @@ class FlopTally:
     real: int = 0
     tokens: int = 0
     _real_cache: dict = field(default_factory=dict, repr=False)
-
-    def add(self, other: FlopTally) -> None:
-        self.paper += other.paper
-        self.real += other.real
-        self.tokens += other.tokens
 
     def as_dict(self, prefix: str = "") -> dict[str, int]:
         return {f"{prefix}flops_paper": self.paper, f"{prefix}flops_real": self.real, f"{prefix}tokens": self.tokens}

@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 
 from . import paths
+from .config import UnknownNameError
+from .flops import PYTHIA_PRETRAIN_TOKENS, pretrain_flops
 
 log = logging.getLogger("robustlib.models")
 
@@ -81,9 +83,6 @@ _QWEN_SHAPES = {
     "14B": _qwen(5120, 48, 40, 8, 13824, 152064, False),
 }
 
-PYTHIA_TOKENS = 299_892_736_000
-
-
 def _zoo_presets() -> dict[str, Preset]:
     from .zoo import ZOO_SIZES, ZooSize
 
@@ -95,7 +94,8 @@ def _zoo_presets() -> dict[str, Preset]:
 
 
 PRESETS: dict[str, Preset] = {
-    **{f"pythia-{k}": Preset(f"pythia-{k}", "pythia", f"EleutherAI/pythia-{k}", v, "gpt_neox", PYTHIA_TOKENS)
+    **{f"pythia-{k}": Preset(f"pythia-{k}", "pythia", f"EleutherAI/pythia-{k}", v, "gpt_neox",
+                                   PYTHIA_PRETRAIN_TOKENS)
        for k, v in _PYTHIA_SHAPES.items()},
     **{f"qwen2.5-{k}": Preset(f"qwen2.5-{k}", "qwen2.5", f"Qwen/Qwen2.5-{k}", v, "qwen2") for k, v in _QWEN_SHAPES.items()},
     **_zoo_presets(),
@@ -114,12 +114,12 @@ def get_preset(name: str) -> Preset:
     for p in PRESETS.values():
         if p.source == name:
             return p
-    raise KeyError(f"unknown model preset {name!r}; accepted: {sorted(PRESETS)} (or their hub ids)")
+    raise UnknownNameError(f"unknown model preset {name!r}; accepted: {sorted(PRESETS)} (or their hub ids)")
 
 
 def family_sizes(family: str) -> list[str]:
     if family not in FAMILIES:
-        raise ValueError(f"unknown model family {family!r}; accepted: {list(FAMILIES)}")
+        raise UnknownNameError(f"unknown model family {family!r}; accepted: {list(FAMILIES)}")
     return list(FAMILIES[family])
 
 
@@ -157,7 +157,7 @@ def pretrain_compute(name: str) -> int | None:
         return int(rec["pretrain_flops"]) if rec else None
     if preset.pretrain_tokens is None:
         return None
-    return 6 * num_params(name, "causal_lm") * preset.pretrain_tokens
+    return pretrain_flops(num_params(name, "causal_lm"), preset.pretrain_tokens)
 
 
 def zoo_manifest() -> dict:
@@ -221,22 +221,35 @@ def load_classifier(
     dtype: str | torch.dtype = "float32",
     revision: str | None = None,
     trust_remote_code: bool = False,
+    device: str = "cpu",
 ):
     """Load ``(model, tokenizer)``: a sequence classifier and its tokenizer.
 
     ``name_or_path``: a preset (``zoo-3m``, ``pythia-14m``, ``qwen2.5-0.5B``), a hub id
     (``EleutherAI/pythia-410m``) or a folder saved by :func:`save_classifier` or
     ``save_pretrained``. A fresh classification head is initialised from ``seed``
-    (the body's weights do not depend on it). The model is returned in eval mode on
-    the CPU; the caller moves it (``accelerate`` does in :mod:`robustlib.finetune`).
+    (the body's weights do not depend on it), without touching torch's global random
+    state. The model is returned in eval mode on ``device`` (:func:`pick_device`:
+    ``"cpu"`` by default, ``"auto"`` for the GPU when there is one); fine-tuning moves
+    it itself (through ``accelerate``).
     """
-    from transformers import AutoModelForSequenceClassification
-
+    target = pick_device(device)
     src = _resolve(name_or_path)
     torch_dtype = _dtype(dtype)
     tokenizer = load_tokenizer(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
-    # The new head's initial weights are drawn from torch's global RNG.
-    torch.manual_seed(seed)
+    # The new head's initial weights are drawn from torch's global RNG: draw them from
+    # ``seed`` in a forked RNG, so loading a model leaves the caller's stream alone.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _load_weights(name_or_path, src, num_labels, torch_dtype, revision, trust_remote_code)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.eval()
+    return model.to(target), tokenizer
+
+
+def _load_weights(name_or_path, src, num_labels, torch_dtype, revision, trust_remote_code):
+    from transformers import AutoModelForSequenceClassification
+
     folder = str(paths.zoo_dir() / name_or_path) if src == "zoo" else src
     from transformers.utils import logging as hf_logging
 
@@ -263,9 +276,7 @@ def load_classifier(
     unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith(("embed_out.", "lm_head."))]
     if missing or unexpected:
         log.warning("loading %s: missing %s, unexpected %s", name_or_path, missing, unexpected)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.eval()
-    return model, tokenizer
+    return model
 
 
 def save_classifier(model, tokenizer, folder: str | Path) -> Path:

@@ -2,12 +2,18 @@
 
 Every path comes from here, never from the working directory: Papermill and nbval
 start kernels in different directories, so ``Path("runs")`` would point somewhere
-different depending on who started the kernel.
+different depending on who started the kernel. Paths come from the package itself
+or from explicit environment variables, nothing else:
 
-The project root is the folder holding ``pyproject.toml`` next to this package (an
-editable install or a checkout). The run store defaults to ``<root>/runs`` and can be
-moved with the ``ROBUSTLIB_RUNS`` environment variable (tests point it at a temporary
-folder); reports go to ``<root>/reports`` unless ``ROBUSTLIB_REPORTS`` says otherwise.
+* the **checkout** is the folder holding ``pyproject.toml`` next to this package (an
+  editable install or a clone); notebooks and parameter files live there;
+* the **run store** is ``$ROBUSTLIB_RUNS``, else ``<checkout>/runs``;
+* **reports** go to ``$ROBUSTLIB_REPORTS``, else ``<checkout>/reports``;
+* the **cache** for regenerable things is ``$ROBUSTLIB_CACHE``, else ``~/.cache/robustlib``;
+* the paper's **released results** are wherever ``$ROBUSTLIB_PAPER_RESULTS`` says.
+
+An installed copy without a checkout has no default run store or report folder:
+those functions then ask for the environment variable by name.
 """
 
 from __future__ import annotations
@@ -18,32 +24,42 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def project_root() -> Path:
-    """The checkout that holds this package (falls back to the current directory)."""
+def project_root() -> Path | None:
+    """The checkout that holds this package, or None for an installed copy."""
     root = PACKAGE_DIR.parent
-    if (root / "pyproject.toml").exists():
-        return root
-    return Path.cwd()
+    return root if (root / "pyproject.toml").exists() else None
+
+
+def _in_checkout(name: str, env: str | None = None) -> Path:
+    root = project_root()
+    if root is None:
+        hint = f"set {env} or " if env else ""
+        raise FileNotFoundError(f"robustlib is installed without its checkout, so it has no {name}/ folder; "
+                                f"{hint}work from a clone of the lab")
+    return root / name
+
+
+def _from_env(env: str) -> Path | None:
+    value = os.environ.get(env)
+    return Path(value).expanduser().resolve() if value else None
 
 
 def notebooks_dir() -> Path:
-    return project_root() / "notebooks"
+    return _in_checkout("notebooks")
 
 
 def params_dir() -> Path:
-    return project_root() / "params"
+    return _in_checkout("params")
 
 
 def runs_dir() -> Path:
-    """Root of the run store: ``$ROBUSTLIB_RUNS`` or ``<root>/runs``."""
-    env = os.environ.get("ROBUSTLIB_RUNS")
-    return Path(env).expanduser().resolve() if env else project_root() / "runs"
+    """Root of the run store: ``$ROBUSTLIB_RUNS`` or ``<checkout>/runs``."""
+    return _from_env("ROBUSTLIB_RUNS") or _in_checkout("runs", "ROBUSTLIB_RUNS")
 
 
 def reports_dir() -> Path:
-    """Where HTML reports are written: ``$ROBUSTLIB_REPORTS`` or ``<root>/reports``."""
-    env = os.environ.get("ROBUSTLIB_REPORTS")
-    return Path(env).expanduser().resolve() if env else project_root() / "reports"
+    """Where HTML reports are written: ``$ROBUSTLIB_REPORTS`` or ``<checkout>/reports``."""
+    return _from_env("ROBUSTLIB_REPORTS") or _in_checkout("reports", "ROBUSTLIB_REPORTS")
 
 
 def zoo_dir() -> Path:
@@ -54,18 +70,12 @@ def zoo_dir() -> Path:
 def cache_dir() -> Path:
     """Scratch space for regenerable things (word lists, corpora): ``$ROBUSTLIB_CACHE``
     or ``~/.cache/robustlib``."""
-    env = os.environ.get("ROBUSTLIB_CACHE")
-    return Path(env).expanduser().resolve() if env else Path.home() / ".cache" / "robustlib"
+    return _from_env("ROBUSTLIB_CACHE") or Path.home() / ".cache" / "robustlib"
 
 
 def paper_results_dir() -> Path | None:
-    """The paper's released result tables, if present: ``$ROBUSTLIB_PAPER_RESULTS`` when
-    set (returned as given, so a wrong path fails loudly where it is read), else
-    ``<repo root>/../shared/reference/paper-results`` (repo root: the folder holding
-    this package) when it exists; None otherwise. The lab never needs them to run and
-    never copies them: only the paper-reproduction notebook and its tests read them."""
-    env = os.environ.get("ROBUSTLIB_PAPER_RESULTS")
-    if env:
-        return Path(env).expanduser().resolve()
-    beside = PACKAGE_DIR.parent.parent / "shared" / "reference" / "paper-results"
-    return beside if beside.is_dir() else None
+    """The paper's released result tables: ``$ROBUSTLIB_PAPER_RESULTS`` (returned as
+    given, so a wrong path fails loudly where it is read), or None when it is unset.
+    The lab never needs them to run and never copies them: only the paper-reproduction
+    notebook and its tests read them."""
+    return _from_env("ROBUSTLIB_PAPER_RESULTS")

@@ -4,11 +4,12 @@ Conventions follow the paper: model size and compute on log axes, ASR as logit10
 the Laplace-smoothed rate where it spans decades, medians over seeds with min-max
 bands. Exporting (SVG/PNG/self-contained HTML) lives in :mod:`robustlib.report`.
 
-Figures of PAPER.md "Analyses" on tidy tables (:mod:`robustlib.analysis`):
+The paper's figures, on tidy tables (:mod:`robustlib.analysis`; the lab's own tables
+go through :func:`robustlib.analysis.from_lab`):
 
 =========================================  ==========================================
 ASR at a budget vs size                    :func:`asr_vs_params`
-logit10 ASR vs log10 attack FLOPs per size :func:`attack_flops_curves`
+logit10 ASR vs iterations or attack FLOPs  :func:`asr_curves`
 attack-scaling slopes vs size              :func:`slopes_vs_params`
 ASR vs adversarial-training round          :func:`asr_vs_round`
 ASR vs defense FLOPs                       :func:`asr_vs_defense_flops`
@@ -26,6 +27,8 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from .analysis import require_columns, with_logit
+
 
 def accuracy_vs_params(table: pd.DataFrame, title: str = "Validation accuracy vs model size") -> alt.Chart:
     """Fine-tuned accuracy per seed (points) and the median over seeds (line), with the
@@ -34,9 +37,7 @@ def accuracy_vs_params(table: pd.DataFrame, title: str = "Validation accuracy vs
     ``table``: one row per model x seed with columns ``model``, ``num_params``,
     ``seed``, ``val_accuracy``.
     """
-    missing = {"model", "num_params", "seed", "val_accuracy"} - set(table.columns)
-    if missing:
-        raise ValueError(f"table lacks column(s) {sorted(missing)}")
+    require_columns(table, {"model", "num_params", "seed", "val_accuracy"}, "table")
     x = alt.X("num_params:Q", scale=alt.Scale(type="log"), title="parameters")
     y_scale = alt.Scale(domain=[0.4, 1.0])
     agg = (
@@ -67,63 +68,57 @@ def use_notebook_renderer() -> None:
     alt.renderers.enable("svg")
 
 
-def _with_logit(table: pd.DataFrame) -> pd.DataFrame:
-    from .evaluate import laplace_logit10
-
-    out = table.copy()
-    out["logit_asr"] = laplace_logit10(out["asr"], out["n_correct_before"])
-    return out
-
-
-def asr_curves(table: pd.DataFrame, x: str = "iteration", title: str | None = None) -> alt.Chart:
+def asr_curves(tidy: pd.DataFrame, x: str = "iteration", title: str | None = None,
+               normalise: str | None = None) -> alt.Chart:
     """ASR (logit10 with Laplace smoothing, the paper's axis) against attack iterations
-    (``x="iteration"``) or cumulative attack FLOPs per example (``x="flops_per_example"``,
-    log axis), one line per model size: median over seeds with a min-max band.
+    (``x="iteration"``) or cumulative attack FLOPs per attacked example
+    (``x="attack_flops"``, log axis), one line per model size: median over seeds with a
+    min-max band. Seeds spend different FLOPs at the same iteration, so points are
+    aggregated per iteration (x: the median FLOPs over seeds).
 
-    ``table``: the ``attack`` table of ``02_attack`` (columns model, num_params, seed,
-    iteration, asr, n_correct_before, flops_paper).
+    ``tidy``: a tidy attack table (one attack and round). ``normalise="pretrain"``: FLOPs
+    as a fraction of the model's pretraining compute (needs ``pretrain_compute``).
     """
-    accepted = ("iteration", "flops_per_example")
+    accepted = ("iteration", "attack_flops")
     if x not in accepted:
         raise ValueError(f"x={x!r}; accepted: {accepted}")
-    missing = {"model", "num_params", "seed", "iteration", "asr", "n_correct_before", "flops_paper"} - set(
-        table.columns)
-    if missing:
-        raise ValueError(f"table lacks column(s) {sorted(missing)}")
-    data = _with_logit(table)
-    # Attack FLOPs are summed over the attacked examples (those correct before).
-    data["flops_per_example"] = data["flops_paper"] / data["n_correct_before"].clip(lower=1)
-    if x == "flops_per_example":
-        data = data[data["iteration"] > 0]  # log axis: no zero-compute point
-    # Seeds spend different FLOPs at the same iteration, so aggregate per iteration:
-    # x is the median over seeds, y the median with its min-max band.
+    if normalise not in (None, "pretrain"):
+        raise ValueError(f"normalise={normalise!r} is invalid; accepted: None or 'pretrain'")
+    need = {"model", "num_params", "seed", "iteration", "asr", "n_attacked", "attack_flops"}
+    require_columns(tidy, need | ({"pretrain_compute"} if normalise else set()), "tidy table")
+    data = with_logit(tidy)
+    if x == "attack_flops":
+        data = data[(data["iteration"] > 0) & (data["attack_flops"] > 0)]  # log axis: no zero-compute point
+        if normalise:
+            data = data.assign(attack_flops=data["attack_flops"] / data["pretrain_compute"])
+            data = data[data["attack_flops"].notna()]
     band = data.groupby(["model", "num_params", "iteration"], as_index=False).agg(
         median=("logit_asr", "median"), min=("logit_asr", "min"), max=("logit_asr", "max"),
-        flops_per_example=("flops_per_example", "median"),
+        attack_flops=("attack_flops", "median"),
     )
-    x_enc = (alt.X(f"{x}:Q", title="attack iterations") if x == "iteration"
-             else alt.X(f"{x}:Q", scale=alt.Scale(type="log"), title="attack FLOPs per example (paper convention)"))
+    unit = " / pretraining compute" if normalise else " (paper convention)"
+    x_enc = (alt.X("iteration:Q", title="attack iterations") if x == "iteration"
+             else alt.X("attack_flops:Q", scale=alt.Scale(type="log"), title="attack FLOPs per example" + unit))
     color = alt.Color("num_params:O", title="parameters", scale=alt.Scale(scheme="viridis"))
     area = alt.Chart(band).mark_area(opacity=0.15).encode(x=x_enc, y="min:Q", y2="max:Q", color=color)
     line = alt.Chart(band).mark_line(point=True).encode(
         x=x_enc, y=alt.Y("median:Q", title="logit10(ASR), Laplace-smoothed"), color=color,
         tooltip=["model", x, "median", "min", "max"],
     )
-    return (area + line).properties(title=title or f"ASR vs {x.replace('_', ' ')}", width=420, height=280)
+    default = "ASR vs attack iterations" if x == "iteration" else "ASR vs attack compute"
+    return (area + line).properties(title=title or default, width=420, height=280)
 
 
 def asr_vs_params(summary: pd.DataFrame, iteration: int, title: str | None = None,
                   color: str | None = None) -> alt.Chart:
     """ASR at a fixed budget against model size (log axis): median (line), min-max band.
 
-    ``summary``: :func:`robustlib.evaluate.asr_at` or :func:`robustlib.analysis.asr_at_budget`
-    output (model, num_params, median, min, max). ``color``: a column splitting the
+    ``summary``: :func:`robustlib.analysis.asr_at_budget` output (model, num_params,
+    median, min, max). ``color``: a column splitting the
     lines (e.g. ``task``), one colour each.
     """
-    need = {"model", "num_params", "median", "min", "max"} | ({color} if color else set())
-    missing = need - set(summary.columns)
-    if missing:
-        raise ValueError(f"summary lacks column(s) {sorted(missing)}")
+    require_columns(summary, {"model", "num_params", "median", "min", "max"} | ({color} if color else set()),
+                    "summary")
     x = alt.X("num_params:Q", scale=alt.Scale(type="log"), title="parameters")
     y = alt.Scale(domain=[0, 1])
     extra = {"color": alt.Color(f"{color}:N", title=color)} if color else {}
@@ -135,26 +130,15 @@ def asr_vs_params(summary: pd.DataFrame, iteration: int, title: str | None = Non
     return (band + line).properties(title=title or f"ASR at {iteration} iterations vs size", width=420, height=280)
 
 
-def _robustness_at(robustness: pd.DataFrame, iteration: int) -> pd.DataFrame:
-    if "n_attacked" in robustness.columns and "n_correct_before" not in robustness.columns:
-        # a tidy table (robustlib.analysis): same content, the tidy names
-        robustness = robustness.rename(columns={"n_attacked": "n_correct_before",
-                                                "defense_flops": "defense_flops_paper"})
-        if "train_attack" not in robustness.columns:
-            robustness = robustness.assign(train_attack=robustness["attack"])
-    need = {"model", "num_params", "seed", "round", "iteration", "asr", "n_correct_before",
-            "defense_flops_paper", "train_attack"}
-    missing = need - set(robustness.columns)
-    if missing:
-        raise ValueError(f"robustness table lacks column(s) {sorted(missing)}")
-    at = robustness[robustness["iteration"] == iteration]
+def _robustness_at(tidy: pd.DataFrame, iteration: int) -> pd.DataFrame:
+    require_columns(tidy, {"model", "num_params", "seed", "round", "iteration", "asr", "n_attacked", "defense_flops",
+                           "train_attack"}, "robustness table")
+    at = tidy[tidy["iteration"] == iteration]
     if at.empty:
-        raise ValueError(f"no ASR recorded at iteration {iteration}; "
-                         f"recorded: {sorted(set(robustness['iteration']))}")
-    data = _with_logit(at)
-    return data.groupby(["model", "num_params", "train_attack", "round"], as_index=False).agg(
+        raise ValueError(f"no ASR recorded at iteration {iteration}; recorded: {sorted(set(tidy['iteration']))}")
+    return with_logit(at).groupby(["model", "num_params", "train_attack", "round"], as_index=False).agg(
         median=("logit_asr", "median"), min=("logit_asr", "min"), max=("logit_asr", "max"),
-        asr=("asr", "median"), defense_flops=("defense_flops_paper", "median"))
+        asr=("asr", "median"), defense_flops=("defense_flops", "median"))
 
 
 def _per_size_lines(band: pd.DataFrame, x_enc, y_title: str, title: str) -> alt.Chart:
@@ -175,7 +159,8 @@ def asr_vs_round(robustness: pd.DataFrame, iteration: int, title: str | None = N
     an attack budget of ``iteration``, one line per size (median over seeds, min-max
     band), one panel per training attack.
 
-    ``robustness``: the ``robustness`` table of ``03_adversarial_training``.
+    ``robustness``: a tidy table of adversarially trained models (the ``robustness``
+    table of ``03_adversarial_training`` through :func:`robustlib.analysis.from_lab`).
     """
     band = _robustness_at(robustness, iteration)
     return _per_size_lines(band, alt.X("round:Q", title="adversarial-training round"),
@@ -185,11 +170,11 @@ def asr_vs_round(robustness: pd.DataFrame, iteration: int, title: str | None = N
 
 def asr_vs_defense_flops(robustness: pd.DataFrame, iteration: int, title: str | None = None) -> alt.Chart:
     """As :func:`asr_vs_round`, against cumulative defense FLOPs (training plus attack
-    generation, paper convention; log axis, so round 0 is left out)."""
+    generation, in the tidy table's convention; log axis, so round 0 is left out)."""
     band = _robustness_at(robustness, iteration)
     band = band[band["defense_flops"] > 0]
     return _per_size_lines(band, alt.X("defense_flops:Q", scale=alt.Scale(type="log"),
-                                       title="defense FLOPs (paper convention)"),
+                                       title="defense FLOPs"),
                            f"logit10(ASR@{iteration}), Laplace-smoothed",
                            title or f"ASR after {iteration} attack iterations vs defense compute")
 
@@ -200,7 +185,7 @@ def transfer_heatmap(matrix: pd.DataFrame, title: str = "Transfer: ASR by traini
     the median ASR over seeds.
 
     ``matrix``: columns ``train``, ``eval`` and either ``asr_median`` (already
-    aggregated: :func:`robustlib.advtrain.transfer_matrix`) or ``asr`` (one row per
+    aggregated: :func:`robustlib.evaluate.transfer_matrix`) or ``asr`` (one row per
     seed or a single value; the median is taken per cell). Optional: ``model`` (one
     panel per size, ordered by ``num_params`` when present) and ``budget`` (attack
     iterations of the evaluation; one row of panels per budget).
@@ -234,44 +219,7 @@ def transfer_heatmap(matrix: pd.DataFrame, title: str = "Transfer: ASR by traini
     return (chart.facet(**facet) if facet else chart).properties(title=title)
 
 
-# ---------------------------------------------------------------------------- tidy tables (robustlib.analysis)
-
-
-def _need(frame: pd.DataFrame, cols, what: str = "table") -> None:
-    missing = set(cols) - set(frame.columns)
-    if missing:
-        raise ValueError(f"{what} lacks column(s) {sorted(missing)}")
-
-
-def attack_flops_curves(tidy: pd.DataFrame, title: str = "ASR vs attack compute", normalise: str | None = None,
-                        n: str = "n_attacked") -> alt.Chart:
-    """logit10(ASR) (Laplace-smoothed, :func:`robustlib.analysis.with_logit`) against
-    cumulative attack FLOPs per example (log axis), one line per size: median over
-    seeds per iteration with a min-max band (x: the median FLOPs over seeds).
-
-    ``tidy``: a tidy attack table, one attack and round. ``normalise="pretrain"``: x as
-    a fraction of the model's pretraining compute (the paper's x axis; needs
-    ``pretrain_compute``)."""
-    from .analysis import with_logit
-
-    if normalise not in (None, "pretrain"):
-        raise ValueError(f"normalise={normalise!r} is invalid; accepted: None or 'pretrain'")
-    need = {"model", "num_params", "seed", "iteration", "asr", "n_attacked", "attack_flops"}
-    _need(tidy, need | ({"pretrain_compute"} if normalise else set()), "tidy table")
-    data = with_logit(tidy[(tidy["iteration"] > 0) & (tidy["attack_flops"] > 0)], n)
-    if normalise:
-        data["attack_flops"] = data["attack_flops"] / data["pretrain_compute"]
-        data = data[data["attack_flops"].notna()]
-    band = data.groupby(["model", "num_params", "iteration"], as_index=False).agg(
-        median=("logit_asr", "median"), min=("logit_asr", "min"), max=("logit_asr", "max"),
-        attack_flops=("attack_flops", "median"))
-    x = alt.X("attack_flops:Q", scale=alt.Scale(type="log"),
-              title="attack FLOPs per example" + (" / pretraining compute" if normalise else ""))
-    color = alt.Color("num_params:O", title="parameters", scale=alt.Scale(scheme="viridis"))
-    area = alt.Chart(band).mark_area(opacity=0.15).encode(x=x, y="min:Q", y2="max:Q", color=color)
-    line = alt.Chart(band).mark_line().encode(x=x, y=alt.Y("median:Q", title="logit10(ASR), Laplace-smoothed"),
-                                              color=color, tooltip=["model", "iteration", "median"])
-    return (area + line).properties(title=title, width=420, height=280)
+# ---------------------------------------------------------------------------- fits (robustlib.analysis.fits)
 
 
 def slopes_vs_params(slopes: pd.DataFrame, title: str = "Attack-scaling slope vs model size",
@@ -281,7 +229,7 @@ def slopes_vs_params(slopes: pd.DataFrame, title: str = "Attack-scaling slope vs
     :func:`robustlib.analysis.attack_scaling`; ``size_fit``: its second (a statsmodels
     result of ``slope ~ log_params``, or a dict with ``intercept`` and ``slope``) draws
     the fitted line."""
-    _need(slopes, {"model", "num_params", "slope", "slope_low", "slope_high"}, "slopes")
+    require_columns(slopes, {"model", "num_params", "slope", "slope_low", "slope_high"}, "slopes")
     x = alt.X("num_params:Q", scale=alt.Scale(type="log"), title="parameters")
     bars = alt.Chart(slopes).mark_rule().encode(x=x, y=alt.Y("slope_low:Q", title="slope (logit10 ASR per decade)"),
                                                 y2="slope_high:Q")
@@ -310,7 +258,7 @@ def offense_defense(points: pd.DataFrame, per_size: pd.DataFrame | None = None,
 
     ``points``, ``per_size``: the first two outputs of
     :func:`robustlib.analysis.offense_defense` (axis titles follow its ``scale``)."""
-    _need(points, {"model", "num_params", "round", "attack_flops_to_reach", "defense_flops"}, "points")
+    require_columns(points, {"model", "num_params", "round", "attack_flops_to_reach", "defense_flops"}, "points")
     scale = points["scale"].iloc[0] if "scale" in points.columns and len(points) else "FLOPs"
     unit = "" if scale == "FLOPs" else " (fraction of pretraining compute)"
     band = points.groupby(["model", "num_params", "round"], as_index=False).agg(
@@ -337,7 +285,7 @@ def offense_defense(points: pd.DataFrame, per_size: pd.DataFrame | None = None,
     parity = pd.DataFrame({"defense_flops": [lo, hi], "median": [lo, hi]})
     layers.append(alt.Chart(parity).mark_line(strokeDash=[2, 2], color="gray").encode(x=x, y=y))
     if per_size is not None and len(per_size):
-        _need(per_size, {"model", "num_params", "slope", "intercept"}, "per_size")
+        require_columns(per_size, {"model", "num_params", "slope", "intercept"}, "per_size")
         rows = []
         for fit in per_size.to_dict("records"):
             d = points[points["model"] == fit["model"]]["defense_flops"]

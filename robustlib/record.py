@@ -2,7 +2,9 @@
 
 Layout (``runs_dir()`` is ``<project>/runs`` or ``$ROBUSTLIB_RUNS``)::
 
-    runs/<study>/<run>/params.yaml       what the notebook was given
+    runs/<study>/<run>/params.yaml       every parameter the run resolved, and its
+                                         ``inputs`` (earlier runs it read, as
+                                         ``<study>/<run>``)
                        provenance.json   git commit, package versions, machine, time
                        status.json       running / completed / failed, with times
                        metrics.json      scalar results (merged on each log)
@@ -11,8 +13,10 @@ Layout (``runs_dir()`` is ``<project>/runs`` or ``$ROBUSTLIB_RUNS``)::
 
 A run is identified by its study and its parameters: without an explicit name it is
 ``<notebook>-<hash of params>``, so re-running the same thing finds (and resumes)
-the same run, from any process or machine sharing the folder. Every write is atomic
-(temp file + ``os.replace``): a killed process never leaves a half-written file.
+the same run, from any process or machine sharing the folder. Paths a run records
+(checkpoints, inputs) are relative to the run or to the store, so a study folder can
+be moved or shared. Every write is atomic (temp file + ``os.replace``): a killed
+process never leaves a half-written file.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import re
 import socket
 import subprocess
 import sys
-import tempfile
+import uuid
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -40,8 +44,6 @@ from . import paths
 
 log = logging.getLogger("robustlib.record")
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _PACKAGES = ("robustlib", "torch", "transformers", "datasets", "accelerate", "tokenizers", "papermill", "altair")
 
@@ -74,14 +76,16 @@ def atomic_write(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` so readers see the old file or the new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    # os.open with 0o666 lets the process umask decide the mode, as for any other file
+    # (mkstemp would make it private); O_EXCL: the unique name is never shared.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; runs are shared
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -97,7 +101,7 @@ def params_hash(params: dict) -> str:
 
 def provenance(seeds: Any = None) -> dict:
     """Where and with what a run was made."""
-    root = paths.project_root()
+    root = paths.project_root() or paths.PACKAGE_DIR
 
     def git(*args: str) -> str | None:
         try:
@@ -147,8 +151,21 @@ class Run:
 
     @property
     def params(self) -> dict:
+        """Every parameter the run resolved (and ``inputs``: the runs it read)."""
         path = self.path / "params.yaml"
         return yaml.safe_load(path.read_text()) or {} if path.exists() else {}
+
+    @property
+    def inputs(self) -> dict[str, str]:
+        """The earlier runs this run read, by name: ``{"finetune_run": "<study>/<run>"}``."""
+        return dict(self.params.get("inputs") or {})
+
+    def input_run(self, name: str) -> Run:
+        """The earlier run recorded as input ``name`` (found in this run's store)."""
+        inputs = self.inputs
+        if name not in inputs:
+            raise LookupError(f"run {self.study}/{self.name} recorded no input {name!r}; it has: {sorted(inputs)}")
+        return Run(self._inside(self.path.parent.parent, inputs[name]))
 
     @property
     def provenance(self) -> dict:
@@ -176,7 +193,7 @@ class Run:
         return atomic_write(self.artifact_path(name), dump_json(obj))
 
     def load_json(self, name: str) -> Any:
-        path = self.path / "artifacts" / name
+        path = self._inside(self.path / "artifacts", name)
         if not path.exists():
             raise FileNotFoundError(f"run {self.study}/{self.name} has no artifact {name!r}")
         return json.loads(path.read_text())
@@ -186,24 +203,52 @@ class Run:
         if hasattr(rows, "to_dict"):
             rows = rows.to_dict("records")
         text = "".join(json.dumps(_clean(r), sort_keys=True, allow_nan=False) + "\n" for r in rows)
-        return atomic_write(self.path / "tables" / f"{check_name('table', name)}.jsonl", text)
+        return atomic_write(self._table_path(name), text)
+
+    def load_rows(self, name: str) -> list[dict]:
+        """The rows of table ``name`` as dicts; an empty list when the run has none yet
+        (what a study resuming from scratch starts from)."""
+        path = self._table_path(name)
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def load_table(self, name: str):
+        """Table ``name`` as a pandas DataFrame (``FileNotFoundError`` when absent)."""
         import pandas as pd
 
-        path = self.path / "tables" / f"{name}.jsonl"
-        if not path.exists():
+        if not self._table_path(name).exists():
             raise FileNotFoundError(f"run {self.study}/{self.name} has no table {name!r}")
-        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        return pd.DataFrame(lines)
+        return pd.DataFrame(self.load_rows(name))
+
+    def _table_path(self, name: str) -> Path:
+        return self.path / "tables" / f"{check_name('table', name)}.jsonl"
 
     def artifact_path(self, *parts: str) -> Path:
-        """``<run>/artifacts/<parts...>``, its parent folder created."""
-        for p in parts:
-            if p in ("..", "") or Path(p).is_absolute():
-                raise ValueError(f"invalid artifact path part {p!r}")
-        path = self.path.joinpath("artifacts", *parts)
+        """``<run>/artifacts/<parts...>``, its parent folder created; a path that
+        would leave the run's artifacts is refused."""
+        if not parts or any(not isinstance(p, str) or not p for p in parts):
+            raise ValueError(f"invalid artifact path {parts!r}; accepted: non-empty relative names")
+        path = self._inside(self.path / "artifacts", *parts)
         path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def relative(self, path: str | Path) -> str:
+        """``path`` (inside this run) relative to the run folder, for tables to record."""
+        return Path(path).resolve().relative_to(self.path.resolve()).as_posix()
+
+    def resolve(self, relative: str) -> Path:
+        """A path recorded by :meth:`relative`, back inside this run's folder."""
+        return self._inside(self.path, relative)
+
+    @staticmethod
+    def _inside(root: Path, *parts: str) -> Path:
+        for p in parts:
+            if Path(p).is_absolute():
+                raise ValueError(f"invalid path part {p!r}: must be relative")
+        path = root.joinpath(*parts)
+        if not path.resolve().is_relative_to(root.resolve()):
+            raise ValueError(f"invalid path {'/'.join(parts)!r}: it leaves {root}")
         return path
 
     # -- state
@@ -230,10 +275,14 @@ class RunStore:
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root else paths.runs_dir()
 
+    def run_name(self, params: dict, notebook: str | None = None) -> str:
+        """The name a run of ``notebook`` with ``params`` gets: ``<notebook>-<hash>``."""
+        return f"{notebook or 'run'}-{params_hash(params)}"
+
     def create_run(self, study: str, params: dict, name: str | None = None, notebook: str | None = None) -> Run:
         """A run for ``params`` in ``study``; reopened (nothing lost) if it exists."""
         check_name("study", study)
-        name = check_name("run", name or f"{notebook or 'run'}-{params_hash(params)}")
+        name = check_name("run", name or self.run_name(params, notebook))
         run = Run(self.root / study / name)
         fresh = not (run.path / "params.yaml").exists()
         run.path.mkdir(parents=True, exist_ok=True)
@@ -267,17 +316,25 @@ class RunStore:
 
 
 def open_run(run_dir: str = "", study: str = "default", notebook: str | None = None, params: dict | None = None) -> Run:
-    """What a notebook calls first: the run the runner made (``run_dir``), or a new one.
+    """What a notebook calls first: the run the runner made (``run_dir``), or its own.
 
-    When a notebook runs outside the runner (nbval, JupyterLab), ``run_dir`` is empty
-    and a run named after the notebook and its parameters is created in ``study``.
+    Outside the runner (nbval, JupyterLab) ``run_dir`` is empty and the run named after
+    the notebook and ``params`` is created (or reopened) in ``study``: the same
+    parameters give the same run whoever starts it. Under the runner the run already
+    holds the parameters it resolved; ``params`` given here must agree with them (a
+    mismatch means the notebook computed other settings than the runner recorded).
     """
-    if run_dir:
-        path = Path(run_dir)
-        if not (path / "params.yaml").exists():
-            raise FileNotFoundError(f"run_dir {run_dir!r} is not a run folder (no params.yaml)")
-        run = Run(path)
-        if notebook and run.notebook != notebook:
-            run._set_status(notebook=notebook)
-        return run
-    return RunStore().create_run(study, params or {}, notebook=notebook)
+    if not run_dir:
+        return RunStore().create_run(study, params or {}, notebook=notebook)
+    path = Path(run_dir)
+    if not (path / "params.yaml").exists():
+        raise FileNotFoundError(f"run_dir {run_dir!r} is not a run folder (no params.yaml)")
+    run = Run(path)
+    recorded = run.params
+    differ = sorted(k for k, v in _clean(params or {}).items() if recorded.get(k) != v)
+    if differ:
+        raise ValueError(f"run_dir {run_dir!r} was made for other parameters: {differ} differ "
+                         f"(recorded {[recorded.get(k) for k in differ]}, notebook {[params[k] for k in differ]})")
+    if notebook and run.notebook != notebook:
+        run._set_status(notebook=notebook)
+    return run

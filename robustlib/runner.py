@@ -1,10 +1,17 @@
 """Running notebooks: validate parameters, execute with Papermill, store the result.
 
-The notebook contract (DESIGN.md): exactly one cell tagged ``parameters``, made of
-flat annotated assignments ``name: type = literal  # help``. This module reads that
-cell with :mod:`ast` (not by regular expression), so the declared type, default and
-help of every parameter are known before any kernel starts; unknown names and wrong
-types are rejected there, before any compute.
+The notebook contract: exactly one cell tagged ``parameters``, made of flat annotated
+assignments ``name: type = literal  # help``, after the imports. This module reads
+that cell with :mod:`ast` (not by regular expression), so the declared type, default
+and help of every parameter are known before any kernel starts.
+
+For the lab's own notebooks the parameters are then built into the notebook's study
+config (:mod:`robustlib.studies`), which checks every value, and the run records that
+whole config and the earlier runs it reads, named from them: exactly what the notebook
+records when nbval or JupyterLab runs it on the same settings. Other notebooks (your
+own) are checked against the types their cell declares. Either way a bad name, type
+or value is refused before any kernel starts, and the kernel is given every resolved
+parameter, not only the overrides.
 
 Params files (YAML, ``yaml.safe_load``) come in two shapes:
 
@@ -27,7 +34,8 @@ import nbformat
 import yaml
 
 from . import paths
-from .record import Run, RunStore, atomic_write, check_name
+from .config import UnknownNameError
+from .record import Run, RunStore, check_name
 
 log = logging.getLogger("robustlib.runner")
 
@@ -72,7 +80,7 @@ def resolve_notebook(notebook: str | Path) -> Path:
     if candidate.exists():
         return candidate
     available = sorted(p.stem for p in paths.notebooks_dir().glob("*.ipynb"))
-    raise FileNotFoundError(f"unknown notebook {str(notebook)!r}; available: {available}")
+    raise UnknownNameError(f"unknown notebook {str(notebook)!r}; available: {available}")
 
 
 def _comments(source: str) -> dict[int, str]:
@@ -107,20 +115,37 @@ def notebook_parameters(notebook: str | Path) -> dict[str, ParamSpec]:
     return specs
 
 
-def validate_parameters(notebook: str | Path, params: dict | None) -> dict:
-    """Check ``params`` against the notebook's declaration; return them normalised.
+#: Parameters the runner sets itself (every lab notebook declares them).
+RUNNER_PARAMETERS = ("study", "run_dir")
 
-    Raises ``ValueError`` for unknown names (listing the accepted ones) and
-    ``TypeError`` for a value of the wrong type.
+
+def validate_parameters(notebook: str | Path, params: dict | None) -> dict:
+    """Check ``params`` against the notebook's declaration; return every resolved
+    parameter (its defaults with ``params`` on top), without ``study`` and ``run_dir``.
+
+    Raises ``ValueError`` for unknown names (listing the accepted ones) or for setting
+    ``study``/``run_dir`` (the runner's), ``TypeError`` for a value of the wrong type;
+    for a lab notebook, whatever its study config raises for a bad value.
     """
-    specs = notebook_parameters(notebook)
+    from .studies import config_class
+
+    path = resolve_notebook(notebook)
+    specs = notebook_parameters(path)
     params = dict(params or {})
     unknown = sorted(set(params) - set(specs))
     if unknown:
-        raise ValueError(
-            f"unknown parameter(s) {unknown} for {resolve_notebook(notebook).stem}; accepted: {list(specs)}"
-        )
-    return {k: specs[k].check(v) for k, v in params.items()}
+        raise ValueError(f"unknown parameter(s) {unknown} for {path.stem}; accepted: {list(specs)}")
+    reserved = sorted(set(params) & set(RUNNER_PARAMETERS))
+    if reserved:
+        raise ValueError(f"{reserved} are set by the runner (use --study); not a parameter of {path.stem}")
+    values = {k: spec.default for k, spec in specs.items() if k not in RUNNER_PARAMETERS}
+    cls = config_class(path.stem)
+    if cls is None:
+        values.update({k: specs[k].check(v) for k, v in params.items()})
+        return values
+    # A lab notebook's config checks types and values itself (it also takes a bare
+    # attack name where its cell declares a mapping).
+    return cls.from_dict({**values, **params}).to_dict()
 
 
 def load_params(path_or_name: str | Path) -> dict:
@@ -147,29 +172,32 @@ def run_notebook(
 ) -> Run:
     """Validate, execute with Papermill into a run of ``study``, and store the result.
 
-    The run's folder gets the executed notebook (``notebook.ipynb``). Notebooks that
-    declare ``study`` / ``run_dir`` parameters receive the study and the run folder,
-    so they record into the run made here. A failing notebook marks the run failed,
-    keeps the partly executed notebook, and raises ``RuntimeError``.
+    The run records every resolved parameter and, for a lab notebook, the earlier runs
+    its study reads (``inputs``), and is named from them; the kernel gets the same
+    parameters plus ``study`` and ``run_dir``, so the notebook records into this run.
+    The run's folder gets the executed notebook (``notebook.ipynb``). A failing notebook
+    marks the run failed, keeps the partly executed notebook, and raises ``RuntimeError``.
     """
     import papermill
 
+    from .studies import config_class
+
     path = resolve_notebook(notebook)
     check_name("study", study)
-    params = validate_parameters(path, params)  # before any kernel starts
-    specs = notebook_parameters(path)
-    run = RunStore().create_run(study, params, name=name, notebook=path.stem)
-    if "study" in specs:
-        params["study"] = study
-    if "run_dir" in specs:
-        params["run_dir"] = str(run.path)
+    resolved = validate_parameters(path, params)  # before any kernel starts
+    cls = config_class(path.stem)
+    recorded = resolved
+    if cls is not None:
+        cfg = cls.from_dict(resolved)
+        recorded = cfg.record(cfg.resolve_inputs(study))
+    run = RunStore().create_run(study, recorded, name=name, notebook=path.stem)
     out = run.path / "notebook.ipynb"
     run.mark_running()
     log.info("running %s into %s", path.name, run.path)
     try:
         papermill.execute_notebook(
-            str(path), str(out), parameters=params, kernel_name=kernel_name, cwd=str(run.path),
-            progress_bar=progress, report_mode=False,
+            str(path), str(out), parameters={**resolved, "study": study, "run_dir": str(run.path)},
+            kernel_name=kernel_name, cwd=str(run.path), progress_bar=progress, report_mode=False,
         )
     except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
         run.mark_failed(err)
@@ -197,7 +225,3 @@ def run_pipeline(params_file: str | Path, progress: bool = True, report: bool = 
 
         export_study(study)
     return runs
-
-
-def write_params(path: str | Path, params: dict) -> Path:
-    return atomic_write(Path(path), yaml.safe_dump(params, sort_keys=False))

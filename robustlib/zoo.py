@@ -43,6 +43,8 @@ from pathlib import Path
 import torch
 
 from . import paths
+from .flops import pretrain_flops
+from .runtime import flush_denormals
 
 log = logging.getLogger("robustlib.zoo")
 
@@ -204,11 +206,13 @@ def pretrain_batches(stream: torch.Tensor, cfg: PretrainConfig):
 
 
 def pretrain(name: str, stream: torch.Tensor, cfg: PretrainConfig = PretrainConfig(), progress: bool = True):
-    """Pretrain one family member from scratch; returns ``(model, record)``."""
+    """Pretrain one family member from scratch; returns ``(model, record)``. Flushes
+    denormal floats for the process (:func:`robustlib.runtime.flush_denormals`)."""
     from tqdm.auto import tqdm
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     size = ZOO_SIZES[name]
+    flush_denormals()
     torch.manual_seed(cfg.seed)
     model = GPTNeoXForCausalLM(GPTNeoXConfig(**size.config_kwargs()))
     n_params = sum(p.numel() for p in model.parameters())
@@ -248,7 +252,7 @@ def pretrain(name: str, stream: torch.Tensor, cfg: PretrainConfig = PretrainConf
         "lm_num_params": n_params,
         "pretrain_tokens": tokens_seen,
         # Paper convention: 6 N D with N the parameter count of the model trained.
-        "pretrain_flops": 6 * n_params * tokens_seen,
+        "pretrain_flops": pretrain_flops(n_params, tokens_seen),
         "final_loss": sum(losses[-50:]) / len(losses[-50:]),
         "wall_seconds": time.time() - t0,
         "config": asdict(size),

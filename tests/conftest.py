@@ -1,17 +1,14 @@
-"""Shared fixtures. The run store and reports go to a temporary folder for the whole
-session (set before any notebook kernel starts, so nbval's kernels inherit it)."""
+"""Shared fixtures. The session's environment (a temporary run store, the paper's
+released tables where they sit beside the checkout) is set first: :mod:`labenv`."""
 
 from __future__ import annotations
 
-import os
-import tempfile
+import labenv
 
-_tmp = tempfile.mkdtemp(prefix="robustlib-test-")
-os.environ.setdefault("ROBUSTLIB_RUNS", os.path.join(_tmp, "runs"))
-os.environ.setdefault("ROBUSTLIB_REPORTS", os.path.join(_tmp, "reports"))
-os.environ.setdefault("TQDM_DISABLE", "1")
+labenv.configure()
 
 import functools  # noqa: E402
+import os  # noqa: E402
 import http.client  # noqa: E402
 import urllib.request  # noqa: E402
 
@@ -79,3 +76,35 @@ def make_tiny_classifier(zoo_tokenizer):
 def tiny_classifier(make_tiny_classifier, zoo_tokenizer):
     """A random-init 2-layer GPT-NeoX classifier (~40k parameters) with the zoo tokenizer."""
     return make_tiny_classifier(), zoo_tokenizer
+
+
+@pytest.fixture()
+def store(tmp_path):
+    """An empty run store in a temporary folder."""
+    from robustlib import record
+
+    return record.RunStore(tmp_path / "runs")
+
+
+@pytest.fixture()
+def make_finetune_run(zoo_tokenizer):
+    """``make(store, study, {name: model}, data)``: a completed ``01_finetune`` run in
+    ``store`` holding those (already trained or random) classifiers as checkpoints, seed
+    0 each, and ``data`` (a :class:`robustlib.studies.DataSpec`) as the data it used:
+    what the later studies read, without fine-tuning anything."""
+    from robustlib import flops, models
+
+    def make(store, study, named_models, data):
+        run = store.create_run(study, {"made_by": "test"}, notebook="01_finetune")
+        rows = []
+        for name, model in named_models.items():
+            folder = models.save_classifier(model, zoo_tokenizer, run.artifact_path("models", f"{name}__seed0"))
+            rows.append({"model_key": f"{name}__seed0", "model": name, "family": "custom", "seed": 0,
+                         "num_params": flops.count_params(model), "checkpoint": run.relative(folder),
+                         "pretrain_compute": None, "val_accuracy": 0.5})
+        run.save_table("finetune", rows)
+        data.save(run)
+        run.mark_completed()
+        return run
+
+    return make

@@ -10,8 +10,8 @@ from robustlib import paths
 
 RESULTS = paths.paper_results_dir()
 needs_results = pytest.mark.skipif(RESULTS is None or not RESULTS.is_dir(),
-                                   reason="the paper's released results are not beside this checkout "
-                                          "(set ROBUSTLIB_PAPER_RESULTS to a copy of its cache_csvs tables)")
+                                   reason="the paper's released results are not here: set ROBUSTLIB_PAPER_RESULTS "
+                                          "to a copy of its cache_csvs tables (tests also look beside the checkout)")
 
 
 def csv(name: str) -> pd.DataFrame:

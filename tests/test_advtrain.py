@@ -1,9 +1,8 @@
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from robustlib import advtrain, finetune, models, record, tasks
+from robustlib import advtrain, finetune, tasks
 from robustlib.finetune import FinetuneConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -88,6 +87,41 @@ def test_unknown_key_named():
         advtrain.AdvTrainConfig.from_dict({"rounds_max": 3})
 
 
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        # BEAST adds one token per iteration: the default ramp (8 -> 64) outgrows its 25 tokens
+        ({"attack": "beast"}, r"round 10 \(64 iterations\).*at most n_attack_tokens=25"),
+        ({"attack": {"name": "beast", "n_attack_tokens": 25}, "attack_iterations_end": 30}, "round 10"),
+        ({"attack": {"name": "gcg", "iterations": 5}}, "'iterations' is set by attack_iterations_start"),
+        ({"attack": {"name": "gcg", "position": 0.5}}, "'position' is set by position"),
+        ({"attack": {"name": "gcg", "beam_size": 3}}, r"unknown gcg option\(s\) \['beam_size'\]; accepted: .*top_k"),
+        ({"attack": {"name": "gcg", "top_k": 0}}, "top_k=0"),
+        ({"attack": {"top_k": 3}}, "accepted: an attack name, or a mapping with 'name'"),
+        ({"attack": 3}, "accepted: an attack name"),
+        ({"training": "fast"}, "training='fast' is invalid; accepted: a FinetuneConfig or a dict"),
+        ({"training": {"lr": 5}}, "lr=5.0"),
+        ({"adv_fraction": float("nan")}, "adv_fraction=nan.*finite number"),
+        ({"seed": "0"}, "seed='0'"),
+    ],
+)
+def test_the_whole_schedule_is_checked_at_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        advtrain.AdvTrainConfig(**kwargs)
+
+
+def test_attack_spec_options_reach_every_round():
+    cfg = advtrain.AdvTrainConfig(rounds=3, attack={"name": "beast", "n_attack_tokens": 12, "samples_per_beam": 3},
+                                  attack_iterations_start=4, attack_iterations_end=12, position=1.0, seed=7)
+    first, last = cfg.attack_config(1), cfg.attack_config(3)
+    assert (first.iterations, last.iterations) == (4, 12)
+    assert first.samples_per_beam == last.samples_per_beam == 3 and first.n_attack_tokens == 12
+    assert first.skip_incorrect is False and first.stop_on_success is True and first.position == 1.0
+    assert first.seed != last.seed  # each round its own stream
+    assert cfg.attack == {"name": "beast", "n_attack_tokens": 12, "samples_per_beam": 3}  # normalised, recorded
+    assert advtrain.AdvTrainConfig(attack="gcg").attack == {"name": "gcg"}
+
+
 # ---------------------------------------------------------------------------- the loop
 
 def _small_cfg(**kw):
@@ -162,8 +196,8 @@ def test_stop_on_success_changes_only_the_compute(make_tiny_classifier, zoo_toke
     runs = {}
     for stop in (True, False):
         model = make_tiny_classifier()
-        cfg = _small_cfg(attack="gcg", top_k=8, n_candidates=4, attack_iterations_start=3, attack_iterations_end=4,
-                         rounds=2, stop_on_success=stop)
+        cfg = _small_cfg(attack={"name": "gcg", "top_k": 8, "n_candidates": 4}, attack_iterations_start=3,
+                         attack_iterations_end=4, rounds=2, stop_on_success=stop)
         res = advtrain.adversarial_training(model, zoo_tokenizer, clean, fresh, cfg, progress=False,
                                             checkpoint_dir=tmp_path / str(stop))
         runs[stop] = (res.rounds_frame(), advtrain.load_round(tmp_path / str(stop))[1]["pool"], _state(model))
@@ -187,7 +221,7 @@ def test_kill_and_resume_gives_the_uninterrupted_numbers(tiny_classifier, data, 
 
     def evaluate_round(r, m):
         with torch.no_grad():
-            acc, loss, _ = finetune.evaluate(m, tok, val)
+            acc, loss, _ = finetune.classify(m, tok, val)
         return [{"val_loss": loss, "acc": acc}]
 
     kw = dict(val_examples=val, evaluate_round=evaluate_round, eval_rounds=[0, 2, 3], progress=False)
@@ -245,197 +279,3 @@ def test_bad_inputs_fail_before_compute(tiny_classifier, data):
         advtrain.adversarial_training(model, tok, clean, fresh, _small_cfg(position=0.5), progress=False)
     with pytest.raises(ValueError, match="val_examples is empty"):
         advtrain.adversarial_training(model, tok, clean, fresh, _small_cfg(), val_examples=[], progress=False)
-
-
-# ---------------------------------------------------------------------------- the study
-
-
-@pytest.mark.parametrize(
-    "kwargs,match",
-    [
-        ({"train_attacks": ["pgd"]}, "pgd"),
-        ({"train_attacks": []}, "train_attacks is empty"),
-        ({"transfer_iterations": [10]}, "one budget per transfer attack"),
-        ({"transfer_iterations": [10, 0]}, "transfer_iterations"),
-        ({"eval_every": -1}, "eval_every"),
-        ({"eval_n_candidates": -1}, "eval_n_candidates"),
-        ({"sizes": "zoo-1m"}, "sizes"),
-        ({"eval_attack": "pgd"}, "pgd"),
-        ({"min_rounds": -2}, "min_rounds"),
-        ({"lr": 2.0}, "lr"),
-        ({"epochs_per_round": 0}, "epochs_per_round=0"),
-        ({"warmup_ratio": 1.0}, "warmup_ratio=1.0"),
-        ({"stop_on_success": "yes"}, "stop_on_success='yes'"),
-    ],
-)
-def test_bad_study_values(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        advtrain.AdvTrainStudyConfig(**kwargs)
-
-
-def test_study_eval_rounds():
-    cfg = advtrain.AdvTrainStudyConfig(eval_every=2)
-    assert cfg.eval_rounds(5) == [0, 2, 4, 5]
-    assert advtrain.AdvTrainStudyConfig().eval_rounds(5) == [0, 5]
-    assert cfg.eval_config("gcg", 10, 1.0).n_candidates == cfg.n_candidates
-    assert advtrain.AdvTrainStudyConfig(eval_n_candidates=7).eval_config("gcg", 10, 1.0).n_candidates == 7
-
-
-@pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory, make_tiny_classifier, zoo_tokenizer):
-    """Two tiny fine-tuned models (sizes 'a' < 'b') saved as checkpoints, like 01_finetune records them."""
-    root = tmp_path_factory.mktemp("study")
-    rows = []
-    for name, hidden in (("a", 8), ("b", 16)):
-        model = make_tiny_classifier(hidden=hidden, layers=1)
-        path = models.save_classifier(model, zoo_tokenizer, root / name)
-        rows.append({"model_key": f"{name}__seed0", "model": name, "seed": 0,
-                     "num_params": sum(p.numel() for p in model.parameters()), "checkpoint": str(path),
-                     "pretrain_compute": None})
-    return pd.DataFrame(rows)
-
-
-def test_study_records_robustness_and_transfer(tiny_study, tmp_path, monkeypatch):
-    store = record.RunStore(tmp_path)
-    run = store.create_run("s", {}, notebook="03_adversarial_training")
-    cfg = advtrain.AdvTrainStudyConfig(
-        train_attacks=["random_token", "gcg"], rounds=3, min_rounds=2, n_attack_examples=4,
-        attack_iterations_start=1, attack_iterations_end=2, top_k=8, n_candidates=4,
-        train_examples_per_round=8, eval_iterations=2, eval_examples=4,
-        transfer_attacks=["random_token", "gcg"], transfer_iterations=[3, 1],
-    )
-    adv, rob, tr = advtrain.run_advtrain_study(cfg, run, tiny_study, "password_match",
-                                               finetune_params={"n_train": 16}, progress=False)
-    # Rounds shrink with size: 3 for the smaller model, 2 for the larger.
-    per_model = adv.groupby("defended_key")["round"].max().to_dict()
-    assert per_model == {"a__seed0__gcg@1": 3, "a__seed0__random_token@1": 3,
-                         "b__seed0__gcg@1": 2, "b__seed0__random_token@1": 2}
-    # Robustness: rounds 0 and last, each with iterations 0..2, defense compute attached.
-    a_gcg = rob[rob["defended_key"] == "a__seed0__gcg@1"]
-    assert sorted(set(a_gcg["round"])) == [0, 3]
-    assert sorted(set(a_gcg["iteration"])) == [0, 1, 2]
-    assert (a_gcg[a_gcg["round"] == 0]["defense_flops_paper"] == 0).all()
-    last = adv[(adv["defended_key"] == "a__seed0__gcg@1") & (adv["round"] == 3)]["defense_flops_paper"].item()
-    assert (a_gcg[a_gcg["round"] == 3]["defense_flops_paper"] == last).all()
-    # Transfer: (2 models) x (undefended + 2 training attacks) x (2 eval attacks).
-    assert len(tr) == 2 * 3 * 2
-    m = advtrain.transfer_matrix(tr)
-    assert set(m["train"]) == {"none", "gcg@1", "random_token@1"}
-    assert set(m["eval"]) == {"gcg@1 (1 it)", "random_token@1 (3 it)"}
-    assert m.groupby("model").size().to_dict() == {"a": 6, "b": 6}
-    assert m["asr_median"].between(0, 1).all() or m["asr_median"].isna().any()
-    # Cell values are what the table holds.
-    cell = tr[(tr["model"] == "b") & (tr["train_attack"] == "gcg") & (tr["eval_attack"] == "random_token")]
-    got = m[(m["model"] == "b") & (m["train"] == "gcg@1") & (m["eval"] == "random_token@1 (3 it)")]
-    assert got["asr_median"].item() == pytest.approx(cell["asr"].item(), nan_ok=True)
-    # Undefended rows are evaluated on the fine-tuned weights (round 0).
-    assert (tr[tr["train_attack"] == "none"]["round"] == 0).all()
-    assert (tr[tr["train_attack"] == "gcg"]["round"] > 0).all()
-
-    # Resume: everything is recorded, so nothing is recomputed.
-    from robustlib import attacks
-
-    monkeypatch.setattr(attacks, "run_attack", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-ran")))
-    adv2, rob2, tr2 = advtrain.run_advtrain_study(cfg, run, tiny_study, "password_match",
-                                                  finetune_params={"n_train": 16}, progress=False)
-    assert len(adv2) == len(adv) and len(tr2) == len(tr)
-
-
-def test_study_rejects_unknown_sizes(tiny_study, tmp_path):
-    run = record.RunStore(tmp_path).create_run("s", {}, notebook="03_adversarial_training")
-    msg = r"sizes \['zoo-8m'\] are not in the fine-tuning study; accepted: \['a', 'b'\]"
-    with pytest.raises(ValueError, match=msg):
-        advtrain.run_advtrain_study(advtrain.AdvTrainStudyConfig(sizes=["zoo-8m"]), run, tiny_study,
-                                    "password_match")
-    with pytest.raises(ValueError, match="no models"):
-        advtrain.run_advtrain_study(advtrain.AdvTrainStudyConfig(), run, tiny_study.iloc[:0], "password_match")
-
-
-def _robustness_table():
-    rows = []
-    for model, n in (("a", 100), ("b", 1000)):
-        for seed in (0, 1):
-            for rnd, dflops in ((0, 0), (2, 50 * n), (4, 120 * n)):
-                for it in (0, 5):
-                    rows.append({"model": model, "num_params": n, "seed": seed, "round": rnd, "iteration": it,
-                                 "asr": 0.0 if it == 0 else max(0.0, 0.9 - 0.2 * rnd + 0.05 * seed),
-                                 "n_correct_before": 10, "defense_flops_paper": dflops, "train_attack": "gcg",
-                                 "train_position": 1.0, "attack": "gcg", "defended_key": f"{model}{seed}"})
-    return pd.DataFrame(rows)
-
-
-def test_before_after_summary():
-    s = advtrain.before_after(_robustness_table(), 5)
-    assert list(s["model"]) == ["a", "b"]
-    row = s.iloc[0]
-    assert row["asr_before"] == pytest.approx(0.925) and row["asr_after"] == pytest.approx(0.125)
-    assert row["after_over_before"] == pytest.approx(0.125 / 0.925)
-    assert row["rounds"] == 4 and row["seeds"] == 2 and row["defense_flops_paper"] == 12000
-    with pytest.raises(ValueError, match="iteration 7"):
-        advtrain.before_after(_robustness_table(), 7)
-
-
-def test_robustness_and_transfer_chart_specs():
-    from robustlib import plots
-
-    spec = plots.asr_vs_round(_robustness_table(), 5).to_dict()
-    area, line = spec["layer"]
-    assert line["encoding"]["x"]["field"] == "round" and "logit10" in line["encoding"]["y"]["title"]
-    rows = next(v for v in spec["datasets"].values() if v)
-    assert len(rows) == 2 * 3  # one point per size x round, seeds aggregated
-    spec = plots.asr_vs_defense_flops(_robustness_table(), 5).to_dict()
-    assert spec["layer"][1]["encoding"]["x"]["scale"]["type"] == "log"
-    rows = next(v for v in spec["datasets"].values() if v)
-    assert min(r["defense_flops"] for r in rows) > 0  # round 0 left out of the log axis
-    with pytest.raises(ValueError, match="lacks column"):
-        plots.asr_vs_round(_robustness_table().drop(columns="round"), 5)
-    matrix = pd.DataFrame({"model": ["a", "a"], "num_params": [1, 1], "train": ["none", "gcg@1"],
-                           "eval": ["gcg@1 (10 it)"] * 2, "asr_median": [0.9, 0.2]})
-    spec = plots.transfer_heatmap(matrix).to_dict()
-    assert spec["facet"]["column"]["field"] == "model"
-    cells = spec["spec"]["layer"][0]
-    assert cells["mark"]["type"] == "rect" and cells["encoding"]["color"]["field"] == "asr_median"
-    assert cells["encoding"]["x"]["field"] == "eval" and cells["encoding"]["y"]["field"] == "train"
-
-
-def test_transfer_across_positions_on_a_chunk_task(tiny_study, tmp_path):
-    """Spam (attack inside the email) from local files: models defended at the suffix
-    and at the prefix, each attacked at both positions: the matrix is (none, suffix-,
-    prefix-trained) x (suffix, prefix), and each defended model's pool holds texts
-    attacked where it was trained."""
-    import json
-
-    data = tmp_path / "spam"
-    data.mkdir()
-    for split, n, offset in (("train", 40, 0), ("validation", 8, 100)):
-        rows = [{"text": f"Subject: note {i + offset}\nMeeting moved to room {i + offset}, bring the slides.",
-                 "label": i % 2} for i in range(n)]
-        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    run = record.RunStore(tmp_path / "runs").create_run("s", {}, notebook="03_adversarial_training")
-    cfg = advtrain.AdvTrainStudyConfig(
-        sizes=["a"], train_attacks=["random_token"], train_positions=[1.0, 0.0], rounds=2, n_attack_examples=4,
-        attack_iterations_start=1, attack_iterations_end=2, train_examples_per_round=8, eval_iterations=2,
-        eval_examples=4, transfer_attacks=["random_token"], transfer_positions=[1.0, 0.0], transfer_iterations=[3],
-    )
-    adv, rob, tr = advtrain.run_advtrain_study(cfg, run, tiny_study, "spam",
-                                               finetune_params={"n_train": 16, "data_source": str(data)},
-                                               progress=False)
-    assert sorted(set(adv["defended_key"])) == ["a__seed0__random_token@0", "a__seed0__random_token@1"]
-    assert len(tr) == 3 * 2  # (undefended + 2 training positions) x 2 evaluation positions
-    m = advtrain.transfer_matrix(tr)
-    assert set(m["train"]) == {"none", "random_token@1", "random_token@0"}
-    assert set(m["eval"]) == {"random_token@1 (3 it)", "random_token@0 (3 it)"}
-    for (train, ev), g in tr.groupby(["train_position", "eval_position"], dropna=False):
-        key = "none" if np.isnan(train) else f"random_token@{train:g}"
-        cell = m[(m["train"] == key) & (m["eval"] == f"random_token@{ev:g} (3 it)")]
-        assert cell["asr_median"].item() == pytest.approx(g["asr"].median(), nan_ok=True)
-    # Robustness is measured at the training position.
-    assert set(zip(rob["defended_key"], rob["position"])) == {("a__seed0__random_token@1", 1.0),
-                                                              ("a__seed0__random_token@0", 0.0)}
-    # Pool texts: the suffix-trained model saw the email first, the prefix-trained one the attack first.
-    instructions = tasks.get_task("spam").instructions
-    for key, position in (("a__seed0__random_token@1", 1.0), ("a__seed0__random_token@0", 0.0)):
-        _, state = advtrain.load_round(run.artifact_path("advtrain", key))
-        starts_with_email = [p["text"][len(instructions):].startswith("Subject:") for p in state["pool"]]
-        assert len(starts_with_email) == 8 and all(starts_with_email) == (position == 1.0)
-        assert not any(starts_with_email) or position == 1.0

@@ -17,7 +17,7 @@ from paper_direct import (
     pythia_pm_training,
 )
 
-from robustlib import analysis
+from robustlib import analysis, flops
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +128,12 @@ def test_offense_defense_fit_equals_a_direct_fit(tidy):
 def test_training_pairs_restart_glitches_and_pretraining(tidy):
     train = analysis.load_paper_training(RESULTS)
     assert list(train.columns) == analysis.TRAINING_COLUMNS
-    assert train.attrs["restart_glitches"] == {"niki_171_adv_tr_gcg_pm_small.csv": 30,
-                                               "oskar_024b_adv_tr_qwen25_gcg_spam.csv": 3}
+    # The folder grows with more of the release: check the files these numbers are about.
+    glitches = train.attrs["restart_glitches"]
+    assert glitches["niki_171_adv_tr_gcg_pm_small.csv"] == 30
+    assert glitches["oskar_024b_adv_tr_qwen25_gcg_spam.csv"] == 3
     kept = analysis.load_paper_training(RESULTS, drop_restart_glitches=False)
-    assert len(kept) - len(train) == 33
+    assert len(kept) - len(train) == sum(glitches.values())
     assert (train.groupby(["source", "num_params", "seed"])["defense_flops"].diff().dropna() >= 0).all()
     # round 0 of the Pythia training is before any adversarial training: no compute
     assert (train[(train["family"] == "pythia") & (train["round"] == 0)]["defense_flops"] == 0).all()
@@ -144,7 +146,10 @@ def test_training_pairs_restart_glitches_and_pretraining(tidy):
     assert q["pretrain_compute"].notna().all() and p["pretrain_compute"].notna().all()
     # Pythia sizes without training rows get 6 N D (the released 12b has none)
     big = tidy[(tidy["model"] == "pythia-12b")]
-    assert big["pretrain_compute"].iloc[0] == pytest.approx(6 * 11586560000 * analysis.PYTHIA_PRETRAIN_TOKENS)
+    assert big["pretrain_compute"].iloc[0] == pytest.approx(6 * 11586560000 * flops.PYTHIA_PRETRAIN_TOKENS)
+    # the training attack is read from the evaluated models' names
+    assert set(p["train_attack"]) == {"gcg"} and set(tidy[tidy["round"].eq(0) & tidy["source"].str.startswith(
+        "ian_107")]["train_attack"]) == {"none"}
 
 
 # ---------------------------------------------------------------------------- header variants, dedup
@@ -247,12 +252,13 @@ def _lab_table(sizes=(("zoo-a", 100), ("zoo-b", 1000))):
     for model, n in sizes:
         for seed in (0, 1):
             for it in range(4):
-                rows.append({"model_key": f"{model}-{seed}", "model": model, "num_params": n, "seed": seed,
-                             "attack": "gcg", "position": 1.0, "task": "password_match", "task_version": 1,
-                             "iteration": it, "asr": min(1.0, it * 0.3 / (1 + seed) * (100 / n) ** 0.25),
-                             "n_correct_before": 10, "n_examples": 12, "flops_paper": it * n * 20,
-                             "flops_real": it * n * 15, "flops_per_iteration_paper": n * 20 if it else 0,
-                             "flops_per_iteration_real": n * 15 if it else 0, "wall_seconds": 1.0})
+                rows.append({"model_key": f"{model}-{seed}", "model": model, "family": "zoo", "num_params": n,
+                             "seed": seed, "attack": "gcg", "position": 1.0, "task": "password_match",
+                             "task_version": 1, "iteration": it,
+                             "asr": min(1.0, it * 0.3 / (1 + seed) * (100 / n) ** 0.25), "n_attacked": 10,
+                             "n_examples": 12, "attack_flops_paper": it * n * 2.0, "attack_flops_real": it * n * 1.5,
+                             "flops_per_iteration_paper": n * 2.0 if it else 0.0,
+                             "flops_per_iteration_real": n * 1.5 if it else 0.0, "wall_seconds": 1.0})
     return pd.DataFrame(rows)
 
 
@@ -266,16 +272,20 @@ def _robustness_table():
     return pd.concat(rows, ignore_index=True)
 
 
-def test_from_lab_is_per_attacked_example_and_tidy():
+def test_from_lab_picks_a_convention_and_fills_what_a_table_lacks():
     t = analysis.from_lab(_lab_table())
     assert list(t.columns) == analysis.COLUMNS
-    assert t["attack_flops"].iloc[3] == pytest.approx(3 * 100 * 20 / 10)  # summed over 10 attacked examples
-    assert t["flops_per_iteration"].iloc[3] == pytest.approx(100 * 20 / 10)
+    assert t["attack_flops"].iloc[3] == pytest.approx(3 * 100 * 2)  # the lab records per attacked example
+    assert t["flops_per_iteration"].iloc[3] == pytest.approx(100 * 2)
     assert (t["round"] == 0).all() and (t["defense_flops"] == 0).all() and t["family"].iloc[0] == "zoo"
+    assert (t["train_attack"] == "none").all() and (t["source"] == "lab").all()
     real = analysis.from_lab(_lab_table(), convention="real")
-    assert real["attack_flops"].iloc[3] == pytest.approx(3 * 100 * 15 / 10)
+    assert real["attack_flops"].iloc[3] == pytest.approx(3 * 100 * 1.5)
+    assert analysis.from_lab(_lab_table(), family="other")["family"].eq("other").all()
+    assert analysis.from_lab(_lab_table().drop(columns="family"))["family"].iloc[0] == "zoo"  # the name's prefix
     rob = analysis.from_lab(_robustness_table(), convention="real")
-    assert list(rob.columns) == analysis.COLUMNS + ["train_attack", "train_position"]
+    assert list(rob.columns) == analysis.COLUMNS + ["train_position"]
+    assert set(rob["train_attack"]) == {"gcg"}
     assert sorted(rob["round"].unique()) == [0, 2, 4, 6] and rob["defense_flops"].max() == 15000
     with pytest.raises(ValueError, match="convention='fast'.*accepted"):
         analysis.from_lab(_lab_table(), convention="fast")
@@ -317,7 +327,7 @@ def test_regressions_on_tiny_data():
     row, _ = analysis.robustness_vs_size(t, 3)
     assert row["n"] == 6 and row["slope_low"] <= row["slope"] <= row["slope_high"]
     two_sources = pd.concat([t, t.assign(source="other")])
-    with pytest.raises(ValueError, match="one source/task/attack/round"):
+    with pytest.raises(ValueError, match="one source/task/train_attack/attack/round"):
         analysis.attack_scaling(two_sources)
     with pytest.raises(ValueError, match="asr_range"):
         analysis.attack_scaling(t, asr_range=(0.5, 0.1))
@@ -364,15 +374,43 @@ def test_bad_paths_and_config(tmp_path):
         analysis.compute_to_reach(analysis.from_lab(_lab_table()), 0.0)
     with pytest.raises(ValueError, match="n='n_val'"):
         analysis.with_logit(analysis.from_lab(_lab_table()), n="n_val")
-    with pytest.raises(FileNotFoundError, match="missing-folder"):
-        analysis.PaperResultsConfig(results_dir=str(tmp_path / "missing-folder"))
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="empty.*holds no .csv"):
-        analysis.PaperResultsConfig(results_dir=str(tmp_path / "empty"))
-    with pytest.raises(ValueError, match=r"thresholds=\[0.02, 5\]"):
-        analysis.PaperResultsConfig(results_dir=str(tmp_path), thresholds=[0.02, 5])
-    with pytest.raises(ValueError, match="budget=0"):
-        analysis.PaperResultsConfig(results_dir=str(tmp_path), budget=0)
-    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['budgets'\]"):
-        analysis.PaperResultsConfig.from_dict({"budgets": 3})
-    assert analysis.PaperResultsConfig(results_dir=str(tmp_path)).folder == tmp_path
+
+
+def test_laplace_logit10_matches_the_formula():
+    assert analysis.laplace_logit10(0.0, 0) == 0.0  # (0+1)/(0+2) = 1/2
+    assert analysis.laplace_logit10(1.0, 2) == pytest.approx(math.log10(3))  # p = 3/4
+    out = analysis.laplace_logit10(pd.Series([0.0, 0.5]), pd.Series([8, 8]))
+    assert out[0] == pytest.approx(math.log10((1 / 10) / (9 / 10)))
+    assert out[1] == pytest.approx(0.0)
+
+
+def _defended_table():
+    rows = []
+    for model, n in (("a", 100), ("b", 1000)):
+        for seed in (0, 1):
+            for rnd, dflops in ((0, 0), (2, 50 * n), (4, 120 * n)):
+                for it in (0, 5):
+                    rows.append({"source": "lab", "task": "t", "family": "zoo", "model": model, "num_params": n,
+                                 "seed": seed, "round": rnd, "train_attack": "gcg", "train_position": 1.0,
+                                 "attack": "gcg", "position": 1.0, "iteration": it,
+                                 "asr": 0.0 if it == 0 else max(0.0, 0.9 - 0.2 * rnd + 0.05 * seed),
+                                 "n_attacked": 10.0, "n_examples": 10.0, "flops_per_iteration": 1.0,
+                                 "attack_flops": float(it), "defense_flops": float(dflops + seed),
+                                 "pretrain_compute": math.nan})
+    return pd.DataFrame(rows)
+
+
+def test_before_after_summary():
+    s = analysis.before_after(_defended_table(), 5)
+    assert list(s["model"]) == ["a", "b"]
+    row = s.iloc[0]
+    assert row["asr_before"] == pytest.approx(0.925) and row["asr_after"] == pytest.approx(0.125)
+    assert row["after_over_before"] == pytest.approx(0.125 / 0.925)
+    assert row["rounds"] == 4 and row["seeds"] == 2 and row["defense_flops"] == 12000.5
+    # the same medians as ASR at the budget per round
+    at = analysis.asr_at_budget(_defended_table(), 5, by=("model", "num_params", "round"))
+    assert at[(at["model"] == "a") & (at["round"] == 4)]["median"].item() == row["asr_after"]
+    with pytest.raises(ValueError, match="iteration 7"):
+        analysis.before_after(_defended_table(), 7)
+    with pytest.raises(ValueError, match="empty"):
+        analysis.before_after(_defended_table().iloc[:0])

@@ -244,10 +244,10 @@ def test_asr_curve_counts_only_correct_before():
 
 def test_asr_with_a_model_wrong_on_some(zoo):
     model, tok = zoo
-    from robustlib.finetune import evaluate
+    from robustlib.finetune import classify
 
     pool = tasks.load_examples("password_match", "validation", n=8, seed=0)
-    _, _, preds = evaluate(model, tok, pool)
+    _, _, preds = classify(model, tok, pool)
     right = [ex for ex, p in zip(pool, preds) if p == ex.label]
     wrong = [ex for ex, p in zip(pool, preds) if p != ex.label]
     assert right and wrong, "the untrained head should get some right and some wrong"
@@ -386,10 +386,10 @@ def test_chunk_positions(zoo, position):
 
 def test_random_token_first_success_frozen(zoo):
     model, tok = zoo
-    from robustlib.finetune import evaluate
+    from robustlib.finetune import classify
 
     pool = tasks.load_examples("password_match", "validation", n=8, seed=0)
-    _, _, preds = evaluate(model, tok, pool)
+    _, _, preds = classify(model, tok, pool)
     wrong = [ex for ex, p in zip(pool, preds) if p != ex.label][:2]
     cfg = small(attacks.RandomTokenConfig, iterations=3, skip_incorrect=False, stop_on_success=True)
     result = attacks.run_attack("random_token", model, tok, wrong, cfg)

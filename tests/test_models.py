@@ -3,7 +3,7 @@ import torch
 
 from robustlib import models
 
-# Parameter counts of the classifiers, as PAPER.md "Models" prints them.
+# Parameter counts of the classifiers, as the paper's table of models prints them.
 PYTHIA = {
     "pythia-14m": "7629056", "pythia-31m": "17.6M", "pythia-70m": "44.7M", "pythia-160m": "123.7M",
     "pythia-410m": "353.8M", "pythia-1b": "908.8M", "pythia-1.4b": "1.31B", "pythia-2.8b": "2.65B",
@@ -41,6 +41,21 @@ def test_hub_id_resolves_to_preset():
         models.get_preset("pythia-13m")
 
 
+def test_unknown_names_raise_one_error_type():
+    """Unknown presets, families, attacks, tasks and notebooks: one error type, both a
+    KeyError and a ValueError, its message unquoted."""
+    from robustlib import attacks, runner, tasks
+    from robustlib.config import UnknownNameError
+
+    for lookup, name in ((models.get_preset, "pythia-13m"), (models.family_sizes, "gpt5"),
+                         (attacks.get_attack, "pgd"), (tasks.get_task, "nosuch"),
+                         (runner.resolve_notebook, "99_nothing")):
+        with pytest.raises(UnknownNameError) as err:
+            lookup(name)
+        assert isinstance(err.value, KeyError) and isinstance(err.value, ValueError)
+        assert str(err.value).startswith("unknown") and name in str(err.value)
+
+
 def test_unknown_family_and_bad_names():
     with pytest.raises(ValueError, match="accepted"):
         models.family_sizes("gpt5")
@@ -70,6 +85,18 @@ def test_zoo_classifier_loads_offline_with_pad_eos_right(tmp_path):
         assert torch.allclose(model(**x).logits, again(**x).logits)
 
 
+def test_loading_leaves_the_global_random_state_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    models.load_classifier("zoo-0.3m", seed=9)
+    assert torch.equal(torch.rand(3), expected)
+    # ... and the head is still the seed's
+    a, _ = models.load_classifier("zoo-0.3m", seed=9)
+    b, _ = models.load_classifier("zoo-0.3m", seed=9)
+    assert torch.equal(a.score.weight, b.score.weight)
+
+
 def test_head_reads_last_non_pad_token():
     model, tok = models.load_classifier("zoo-0.3m")
     texts = ["short text", "a considerably longer text than the first one"]
@@ -85,6 +112,7 @@ def test_zoo_pretrain_compute_recorded():
     for name in models.family_sizes("zoo"):
         rec = manifest["models"][name]
         assert models.pretrain_compute(name) == 6 * rec["lm_num_params"] * rec["pretrain_tokens"]
+        assert rec["pretrain_flops"] == models.pretrain_compute(name)
         assert rec["lm_num_params"] == models.num_params(name, "causal_lm")
 
 

@@ -38,6 +38,7 @@ def _tidy(rounds=(0,)):
                 for it in range(4):
                     rows.append({"source": "lab", "task": "password_match", "family": "zoo", "model": model,
                                  "num_params": n, "seed": seed, "round": rnd, "attack": "gcg", "position": 1.0,
+                                 "train_attack": "gcg" if max(rounds) > 0 else "none",
                                  "iteration": it, "asr": min(1.0, 0.2 * it / (1 + rnd) + 0.05 * seed),
                                  "n_attacked": 10.0, "n_examples": 12.0, "flops_per_iteration": 10.0 * n,
                                  "attack_flops": 10.0 * n * it, "defense_flops": 1e3 * n * rnd,
@@ -68,8 +69,8 @@ def test_asr_vs_params_spec_and_colour():
         plots.asr_vs_params(summary.drop(columns=["min", "max"]), 10)
 
 
-def test_attack_flops_curves_spec():
-    spec = plots.attack_flops_curves(_tidy()).to_dict()
+def test_asr_curves_against_compute():
+    spec = plots.asr_curves(_tidy(), x="attack_flops").to_dict()
     assert _marks(spec) == ["area", "line"]
     area, line = spec["layer"]
     assert line["encoding"]["x"]["field"] == "attack_flops" and line["encoding"]["x"]["scale"]["type"] == "log"
@@ -77,13 +78,28 @@ def test_attack_flops_curves_spec():
     assert line["encoding"]["color"]["field"] == "num_params"
     rows = _rows(spec, "median")
     assert len(rows) == 2 * 3 and min(r["attack_flops"] for r in rows) > 0  # iteration 0 off the log axis
-    frac = plots.attack_flops_curves(_tidy(), normalise="pretrain").to_dict()
+    frac = plots.asr_curves(_tidy(), x="attack_flops", normalise="pretrain").to_dict()
     assert "pretraining" in frac["layer"][1]["encoding"]["x"]["title"]
     assert max(r["attack_flops"] for r in _rows(frac, "median")) == pytest.approx(3e-5)
     with pytest.raises(ValueError, match="attack_flops"):
-        plots.attack_flops_curves(_tidy().drop(columns="attack_flops"))
+        plots.asr_curves(_tidy().drop(columns="attack_flops"))
     with pytest.raises(ValueError, match="normalise='x'"):
-        plots.attack_flops_curves(_tidy(), normalise="x")
+        plots.asr_curves(_tidy(), normalise="x")
+    with pytest.raises(ValueError, match="accepted"):
+        plots.asr_curves(_tidy(), x="tokens")
+
+
+def test_asr_curves_against_iterations_aggregate_seeds():
+    t = _tidy()
+    t.loc[t["seed"] == 1, "attack_flops"] *= 3  # seeds spend different compute
+    spec = plots.asr_curves(t, x="iteration").to_dict()
+    assert spec["layer"][1]["encoding"]["x"]["field"] == "iteration"
+    rows = _rows(spec, "median")
+    assert len(rows) == 2 * 4  # one point per model x iteration (0..3), not per seed
+    flops = _rows(plots.asr_curves(t, x="attack_flops").to_dict(), "median")
+    a1 = next(r for r in flops if r["model"] == "zoo-a" and r["iteration"] == 1)
+    assert a1["attack_flops"] == pytest.approx((1000 + 3000) / 2)  # the median over seeds
+    assert a1["min"] < a1["median"] < a1["max"]
 
 
 def test_slopes_vs_params_spec():

@@ -65,19 +65,64 @@ def test_bad_names_rejected(store, bad):
         store.create_run(bad, {})
 
 
-def test_artifact_paths_stay_inside_the_run(store):
+@pytest.mark.parametrize("parts", [("..", "escape"), ("a/../../../../escape.txt",), ("/etc/passwd",), ("",), ()])
+def test_artifact_paths_stay_inside_the_run(store, parts):
+    run = store.create_run("s", {}, name="r")
+    with pytest.raises(ValueError, match="invalid"):
+        run.artifact_path(*parts)
+    assert not (store.root / "escape").exists() and not (store.root / "s" / "escape.txt").exists()
+
+
+def test_tables_artifacts_and_relative_paths(store):
     run = store.create_run("s", {}, name="r")
     assert run.artifact_path("models", "m", "x.json").parent.is_dir()
-    with pytest.raises(ValueError):
-        run.artifact_path("..", "escape")
     with pytest.raises(FileNotFoundError, match="no table"):
         run.load_table("missing")
+    assert run.load_rows("missing") == []  # a study resuming from scratch
+    with pytest.raises(ValueError, match="invalid table name"):
+        run.load_rows("../../escape")
+    with pytest.raises(ValueError, match="invalid"):
+        run.load_json("../../params.yaml")
+    folder = run.artifact_path("models", "m")
+    folder.mkdir(exist_ok=True)
+    assert run.relative(folder) == "artifacts/models/m" and run.resolve("artifacts/models/m") == folder
+    with pytest.raises(ValueError, match="leaves"):
+        run.resolve("../other-run/artifacts")
+
+
+def test_inputs_name_earlier_runs_in_the_same_store(store, tmp_path):
+    up = store.create_run("a", {"x": 1}, notebook="01")
+    down = store.create_run("b", {"inputs": {"up": f"a/{up.name}"}}, notebook="02")
+    assert down.inputs == {"up": f"a/{up.name}"} and down.input_run("up").path == up.path
+    with pytest.raises(LookupError, match="recorded no input 'other'; it has: \\['up'\\]"):
+        down.input_run("other")
+    bad = store.create_run("b", {"inputs": {"up": "../../etc"}}, notebook="02")
+    with pytest.raises(ValueError, match="leaves"):
+        bad.input_run("up")
+
+
+def test_writes_follow_the_process_umask_and_importing_changes_nothing(store):
+    import importlib
+    import os
+
+    before = os.umask(0o022)
+    try:
+        importlib.reload(record)
+        assert os.umask(0o022) == 0o022  # importing the module left the umask alone
+        run = store.create_run("s", {"k": 1}, name="r")
+        assert (run.path / "params.yaml").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(before)
 
 
 def test_open_run_with_and_without_run_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("ROBUSTLIB_RUNS", str(tmp_path))
-    run = record.open_run("", study="s", notebook="nb", params={"k": 1})
+    run = record.open_run("", study="s", notebook="nb", params={"k": 1, "v": [1, 2]})
     assert run.path.parent == tmp_path / "s" and run.notebook == "nb"
     assert record.open_run(str(run.path), notebook="nb").path == run.path
+    # the runner's run: what the notebook resolved must be what was recorded
+    assert record.open_run(str(run.path), params={"k": 1, "v": (1, 2)}).path == run.path
+    with pytest.raises(ValueError, match=r"made for other parameters: \['k'\] differ"):
+        record.open_run(str(run.path), params={"k": 2})
     with pytest.raises(FileNotFoundError, match="not a run folder"):
         record.open_run(str(tmp_path / "nope"))

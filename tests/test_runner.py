@@ -1,10 +1,9 @@
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from robustlib import record, runner
+from robustlib.__main__ import main
 
 FIXTURE = Path(__file__).parent / "notebooks" / "fixture.ipynb"
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,12 +51,49 @@ def test_bad_parameters_rejected_before_any_kernel(params, error, match, monkeyp
 
 
 def test_int_accepted_for_float_and_tuple_for_list():
-    assert runner.validate_parameters(FIXTURE, {"scale": 2, "items": (1,)}) == {"scale": 2, "items": [1]}
+    resolved = runner.validate_parameters(FIXTURE, {"scale": 2, "items": (1,)})
+    assert resolved == {"scale": 2, "repeats": 2, "label": "hello", "items": [1], "fail": False}
+
+
+@pytest.mark.parametrize(
+    "notebook,params,error,match",
+    [
+        ("01_finetune", {"n_train": -5}, ValueError, "n_train=-5"),
+        ("01_finetune", {"sizes": []}, ValueError, "sizes=\\[\\]"),
+        ("01_finetune", {"task": "nosuch"}, ValueError, "unknown task 'nosuch'"),
+        ("01_finetune", {"seeds": [0, 0]}, ValueError, "duplicates"),
+        ("01_finetune", {"lr": 5}, ValueError, "lr=5.0"),
+        ("02_attack", {"position": 1.5}, ValueError, "position=1.5"),
+        ("02_attack", {"attack": "pgd"}, ValueError, "unknown attack 'pgd'"),
+        ("03_adversarial_training", {"train_attacks": ["beast"], "attack_iterations_end": 40}, ValueError,
+         "at most n_attack_tokens=25"),
+        ("04_offense_defense", {"thresholds": []}, ValueError, "thresholds=\\[\\]"),
+        ("01_finetune", {"study": "foo"}, ValueError, "set by the runner"),
+    ],
+)
+def test_bad_values_of_lab_notebooks_rejected_before_any_kernel(notebook, params, error, match, monkeypatch,
+                                                                 tmp_path):
+    import papermill
+
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    with pytest.raises(error, match=match):
+        runner.run_notebook(notebook, params, study="t")
+    assert not (tmp_path / "runs").exists()  # no run folder either
+
+
+def test_lab_notebooks_resolve_their_whole_config():
+    from robustlib import studies
+
+    resolved = runner.validate_parameters("02_attack", {"attack": "beast"})
+    assert resolved == studies.AttackStudyConfig(attack={"name": "beast"}).to_dict()
+    assert resolved["attack"] == {"name": "beast"} and resolved["n_examples"] == 4
 
 
 def test_run_executes_and_records(tmp_path):
     run = runner.run_notebook(FIXTURE, {"scale": 2.0, "items": [1, 2, 3]}, study="t", progress=False)
     assert run.completed and run.metrics == {"value": 12.0, "label": "hello"}
+    # every resolved parameter is recorded, not only the overrides
+    assert run.params == {"scale": 2.0, "repeats": 2, "label": "hello", "items": [1, 2, 3], "fail": False}
     assert (run.path / "notebook.ipynb").exists()
     assert run.path.parent == tmp_path / "runs" / "t"
     assert record.RunStore().latest("t", "fixture").path == run.path
@@ -72,7 +108,7 @@ def test_failing_notebook_marks_run_failed_and_keeps_notebook():
 
 
 def test_unknown_notebook_and_params_file():
-    with pytest.raises(FileNotFoundError, match="available"):
+    with pytest.raises(KeyError, match="available"):
         runner.resolve_notebook("99_nothing")
     with pytest.raises(FileNotFoundError, match="built-in sets"):
         runner.load_params("no_such_params")
@@ -85,26 +121,32 @@ def test_pipeline_validates_every_notebook_first(tmp_path, monkeypatch):
     monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     bad = tmp_path / "p.yaml"
     bad.write_text(f"study: x\nnotebooks:\n  {FIXTURE}: {{scale: 1.0}}\n  01_finetune: {{sizes: 3}}\n")
-    with pytest.raises(TypeError, match="sizes"):
+    with pytest.raises(ValueError, match="sizes=3"):
         runner.run_pipeline(bad)
     bad.write_text("study: x\nnotebook: {}\n")
     with pytest.raises(ValueError, match="notebooks"):
         runner.run_pipeline(bad)
 
 
-def _cli(*args, env_tmp):
-    import os
-
-    env = {**os.environ, "ROBUSTLIB_RUNS": str(env_tmp / "runs")}
-    return subprocess.run([sys.executable, "-m", "robustlib", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=120)
+def _cli(capsys, *args):
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
-def test_cli_reports_bad_parameters_with_exit_code_2(tmp_path):
-    out = _cli("run", "01_finetune", "-p", "sizes", "[zoo-9m]", "-p", "lrr", "1", env_tmp=tmp_path)
-    assert out.returncode == 2 and "unknown parameter" in out.stderr and "lrr" in out.stderr
-    out = _cli("run", "01_finetune", "-p", "n_train", "many", env_tmp=tmp_path)
-    assert out.returncode == 2 and "n_train" in out.stderr and "Traceback" not in out.stderr
-    out = _cli("params", "01_finetune", env_tmp=tmp_path)
-    assert out.returncode == 0 and "n_train" in out.stdout
+def test_cli_reports_bad_parameters_with_exit_code_2(tmp_path, capsys):
+    code, _, err = _cli(capsys, "run", "01_finetune", "-p", "sizes", "[zoo-9m]", "-p", "lrr", "1")
+    assert code == 2 and "unknown parameter" in err and "lrr" in err
+    code, _, err = _cli(capsys, "run", "01_finetune", "-p", "n_train", "many")
+    assert code == 2 and "n_train" in err and "Traceback" not in err
+    code, _, err = _cli(capsys, "run", "01_finetune", "-p", "n_train", "-5")
+    assert code == 2 and "n_train=-5" in err
+    code, _, err = _cli(capsys, "run", "01_finetune", "-p", "sizes", "[zoo-1m")
+    assert code == 2 and err.startswith("error: invalid YAML") and len(err.strip().splitlines()) == 1
+    code, _, err = _cli(capsys, "run", "01_finetune", "--study", "")
+    assert code == 2 and "invalid study name ''" in err
+    code, _, err = _cli(capsys, "run", "01_finetune", "-p", "study", "foo")
+    assert code == 2 and "set by the runner" in err
+    code, out, _ = _cli(capsys, "params", "02_attack")
+    assert code == 0 and "n_examples" in out and "attack" in out
     assert not (tmp_path / "runs").exists()

@@ -1,0 +1,309 @@
+"""The paper's released results (the ``cache_csvs`` tables) as tidy tables.
+
+``load_paper_results`` / ``load_paper_training`` read a file or a folder (searched
+recursively). Evaluation files (columns ``asr`` and ``iteration``) and training files
+(``train_total_flops``) are told apart by their columns; both header variants
+(``adversarial_eval/x`` and ``adversarial_eval_x``; ``model_size`` or ``num_params``;
+``model_name`` or ``model_name_or_path``) are read. Restarted runs are deduplicated on
+(model, seed, round, iteration), the latest ``run_created_at`` winning.
+``flops_per_iteration`` there is summed over the ``dataset_n_val`` evaluated examples
+and constant within a run, so the per-example cost is ``flops_per_iteration /
+dataset_n_val`` and ``attack_flops = iteration x`` that. What a table holds is read from
+its content where it says: task, family, size and seed from the model name, the
+training attack of an evaluated model from it too (``..._adv_tr_gcg_...``; ``none`` for
+fine-tuned models), the evaluation's attack and position from the run name
+(``...-gcg-prefix-...``); the file name is the fallback.
+
+Training rows pair with evaluation rows on (family, task, training attack, parameters,
+seed, round): the evaluated checkpoint ``adv-training-round-r`` is the model after
+``r`` rounds, and the training row of round ``r`` holds the compute spent through
+round ``r`` (0 at round 0 for Pythia, whose first round skipped training). Training
+rows whose cumulative FLOPs fall below an earlier round's, or below a tenth of the
+median of the other seeds of that size and round (a restarted run whose counter
+restarted: ``train_total_flops`` of 1e11 after 4e16) are dropped unless
+``drop_restart_glitches=False``: their evaluations get ``defense_flops`` NaN. A few
+runs restarted early also under-count every later round by the compute before the
+restart (Pythia-410m seed 3, Pythia-1b seed 0); ``offense_defense(...,
+defense="size_median")`` takes the median over seeds of each size and round instead,
+close to the paper's own x axis (the mean over seeds).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..flops import PYTHIA_PRETRAIN_TOKENS, pretrain_flops
+from .tidy import COLUMNS, TRAINING_COLUMNS
+
+log = logging.getLogger("robustlib.analysis")
+
+_MODEL = re.compile(r"(pythia-[0-9.]+[mb]|Qwen2\.5-[0-9.]+B(?:-Instruct)?)", re.IGNORECASE)
+_TASKS = (("strongreject", "strongreject"), ("harmless", "harmless"), ("helpful", "helpful"), ("imdb", "imdb"),
+          ("spam", "spam"), ("_pm_", "password_match"), ("_pm", "password_match"), ("password", "password_match"),
+          ("wordlength", "word_length"), ("_wl_", "word_length"))
+_ATTACKS = {"gcg": "gcg", "beast": "beast", "rt": "random_token", "random_token": "random_token",
+            "randomtoken": "random_token"}
+_TRAIN_ATTACK = re.compile(r"adv_tr_([a-z]+)", re.IGNORECASE)
+# Released column -> alternatives, first present wins (after '/' -> '_').
+_ALIASES = {
+    "model_path": ("model_name_or_path", "model_name"),
+    "num_params": ("num_params", "model_size"),
+    "seed": ("seed_idx", "training_seed"),
+    "round": ("adv_training_round",),
+    "n_attacked": ("adversarial_eval_n_correct_pre_attack",),
+    "n_examples": ("dataset_n_val", "adversarial_eval_n_examples"),
+}
+
+
+def csv_files(path) -> list[Path]:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"results path {str(path)!r} does not exist; accepted: a .csv file or a folder of them")
+    if path.is_file() and path.suffix.lower() != ".csv":
+        raise ValueError(f"{str(path)!r} is not a .csv file; accepted: a .csv file or a folder of them")
+    files = sorted(path.rglob("*.csv")) if path.is_dir() else [path]
+    if not files:
+        raise ValueError(f"folder {str(path)!r} holds no .csv files")
+    return files
+
+
+def _read(file: Path) -> pd.DataFrame:
+    raw = pd.read_csv(file)
+    raw.columns = [c.replace("/", "_").replace("@", "_at_") for c in raw.columns]
+    return raw
+
+
+def _col(raw: pd.DataFrame, name: str, file: Path) -> pd.Series:
+    for alt in _ALIASES[name]:
+        if alt in raw.columns:
+            return raw[alt]
+    raise ValueError(f"{file.name} lacks a {name} column; looked for {list(_ALIASES[name])}")
+
+
+def _model_name(path) -> str:
+    m = _MODEL.search(str(path))
+    return m.group(1) if m else str(path).rsplit("/", 1)[-1]
+
+
+def _task_of(name: str) -> str:
+    low = name.lower()
+    for key, task in _TASKS:
+        if key in low:
+            return task
+    return "unknown"
+
+
+def _family_of(model: str) -> str:
+    low = model.lower()
+    if low.startswith("pythia"):
+        return "pythia"
+    if low.startswith("qwen2.5"):
+        return "qwen2.5-chat" if low.endswith("-instruct") else "qwen2.5"
+    return low.split("-")[0]
+
+
+def _attack_of(stem: str) -> str:
+    for token in stem.lower().replace("-", "_").split("_"):
+        if token in _ATTACKS:
+            return _ATTACKS[token]
+    return "unknown"
+
+
+def _position_of(stem: str) -> float:
+    low = stem.lower()
+    m = re.search(r"infix(\d+)", low)
+    if m:
+        return int(m.group(1)) / 100
+    return 0.0 if "prefix" in low else 1.0 if "suffix" in low else math.nan
+
+
+def _dedup(frame: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, int]:
+    """Restarted runs appear more than once: keep the latest ``run_created_at``."""
+    if "run_created_at" in frame.columns:
+        order = pd.to_datetime(frame["run_created_at"], utc=True, errors="coerce")
+        frame = frame.assign(_t=order).sort_values("_t", kind="stable", na_position="first").drop(columns="_t")
+    out = frame.drop_duplicates(keys, keep="last")
+    return out, len(frame) - len(out)
+
+
+def _identity(raw: pd.DataFrame, file: Path) -> pd.DataFrame:
+    """Columns every released table shares: source, task, family, model, size, seed, round."""
+    paths = _col(raw, "model_path", file).astype(str)
+    models = paths.map(_model_name)
+    fallback = _task_of(file.stem)
+    family = raw["model_family"].astype(str) if "model_family" in raw.columns else models.map(_family_of)
+    return pd.DataFrame({
+        "source": file.name,
+        "task": paths.map(lambda p: t if (t := _task_of(p)) != "unknown" else fallback),
+        "family": family, "model": models,
+        "num_params": _col(raw, "num_params", file).astype("int64"),
+        "seed": _col(raw, "seed", file).astype(int),
+        "round": _col(raw, "round", file).astype(int) if "adv_training_round" in raw.columns else 0,
+        "run_created_at": raw["run_created_at"] if "run_created_at" in raw.columns else None,
+    })
+
+
+def _train_attack(names: pd.Series, fallback: str) -> pd.Series:
+    return names.astype(str).map(lambda s: (m.group(1).lower() if (m := _TRAIN_ATTACK.search(s)) else fallback))
+
+
+def _training_frame(raw: pd.DataFrame, file: Path, drop_restart_glitches: bool, counts: dict) -> pd.DataFrame:
+    out = _identity(raw, file)
+    key = raw["model_key"] if "model_key" in raw.columns else pd.Series(file.stem, index=raw.index)
+    file_attack = m.group(1).lower() if (m := _TRAIN_ATTACK.search(file.stem)) else "unknown"
+    out["train_attack"] = _train_attack(key, file_attack).map(lambda a: _ATTACKS.get(a, a))
+    out["defense_flops"] = raw["train_total_flops"].astype(float)
+    out["pretrain_compute"] = raw["pretrain_compute"].astype(float) if "pretrain_compute" in raw.columns else math.nan
+    out, dups = _dedup(out, ["source", "num_params", "seed", "round"])
+    out = out.sort_values(["num_params", "seed", "round"], kind="stable")
+    # Cumulative compute never decreases: a drop is a restarted run's counter, not compute.
+    # A round-1 restart cannot drop below round 0's zero, but sits orders of magnitude
+    # below the other seeds of its size at that round.
+    earlier = out.groupby(["num_params", "seed"])["defense_flops"].transform(lambda s: s.cummax().shift())
+    peers = out.groupby(["num_params", "round"])["defense_flops"]
+    tiny = (out["defense_flops"] < 0.1 * peers.transform("median")) & (peers.transform("size") >= 3)
+    glitch = (out["defense_flops"] < earlier) | tiny
+    counts.setdefault("duplicates_dropped", {})[file.name] = dups
+    counts.setdefault("restart_glitches", {})[file.name] = int(glitch.sum())
+    if glitch.any():
+        log.info("%s: %d training rows whose cumulative FLOPs fall below an earlier round's (restarts)%s",
+                 file.name, int(glitch.sum()), ", dropped" if drop_restart_glitches else "")
+    if drop_restart_glitches:
+        out = out[~glitch]
+    return out[TRAINING_COLUMNS].reset_index(drop=True)
+
+
+def _evaluation_frame(raw: pd.DataFrame, file: Path, counts: dict) -> pd.DataFrame:
+    out = _identity(raw, file)
+    n_val = _col(raw, "n_examples", file).astype(float)
+    per_iteration = raw["flops_per_iteration"].astype(float) / n_val
+    iteration = raw["iteration"].astype(int)
+    paths = _col(raw, "model_path", file).astype(str)
+    # The run name says the evaluation's attack and position (``tom-016-eval-niki-170-
+    # gcg-prefix-0010``: the first attack word is the evaluation's); the file name is
+    # the fallback for tables without one.
+    runs = raw["run_name"].astype(str) if "run_name" in raw.columns else pd.Series(file.stem, index=raw.index)
+    attack = runs.map(_attack_of).where(lambda a: a != "unknown", _attack_of(file.stem))
+    position = runs.map(_position_of).fillna(_position_of(file.stem))
+    out = out.assign(
+        attack=attack, position=position, iteration=iteration,
+        asr=raw["asr"].astype(float), n_attacked=_col(raw, "n_attacked", file).astype(float), n_examples=n_val,
+        flops_per_iteration=per_iteration, attack_flops=iteration * per_iteration,
+        defense_flops=np.where(out["round"] == 0, 0.0, math.nan), pretrain_compute=math.nan,
+        _train_attack=_train_attack(paths, "none").map(lambda a: _ATTACKS.get(a, a)),
+    )
+    out, dups = _dedup(out, ["source", "num_params", "seed", "round", "iteration"])
+    counts.setdefault("duplicates_dropped", {})[file.name] = dups
+    if dups:
+        log.info("%s: %d duplicated (model, seed, round, iteration) rows dropped, latest run kept", file.name, dups)
+    return out
+
+
+def _merge_counts(counts: dict, extra: dict) -> None:
+    for kind, per_file in extra.items():
+        for name, n in per_file.items():
+            counts.setdefault(kind, {}).setdefault(name, n)
+
+
+def _kind(file: Path) -> str | None:
+    header = {c.replace("/", "_") for c in pd.read_csv(file, nrows=0).columns}
+    if "train_total_flops" in header:
+        return "training"
+    if {"asr", "iteration"} <= header:
+        return "evaluation"
+    return None
+
+
+def _load(path, drop_restart_glitches: bool = True, kinds=("evaluation", "training")):
+    """Read the CSVs under ``path`` of the wanted kinds: (evaluation frames, training
+    frames, counts)."""
+    evaluations, trainings, counts = [], [], {}
+    for file in csv_files(path):
+        kind = _kind(file)
+        if kind is None:
+            log.warning("%s is neither an evaluation (asr, iteration) nor a training (train_total_flops) table; "
+                        "skipped", file.name)
+        elif kind in kinds:
+            raw = _read(file)
+            if kind == "training":
+                trainings.append(_training_frame(raw, file, drop_restart_glitches, counts))
+            else:
+                evaluations.append(_evaluation_frame(raw, file, counts))
+    return evaluations, trainings, counts
+
+
+def load_paper_training(path, drop_restart_glitches: bool = True) -> pd.DataFrame:
+    """The released adversarial-training tables (files with ``train_total_flops``) in a
+    file or folder (searched recursively), as one frame with :data:`TRAINING_COLUMNS`:
+    one row per (model, seed, round). ``defense_flops`` is ``train_total_flops``
+    (training plus attack generation through that round), ``pretrain_compute`` the
+    file's 6ND, ``train_attack`` the training attack (from the model key, ``adv_tr_gcg``).
+
+    ``drop_restart_glitches``: drop rows whose cumulative FLOPs fall below an earlier
+    round's of the same model and seed, or below a tenth of the median over the
+    seeds of that size and round (restarts; see the module docstring). ``frame.attrs``
+    records ``duplicates_dropped`` and ``restart_glitches`` per file.
+    """
+    _, trainings, counts = _load(path, drop_restart_glitches, kinds=("training",))
+    if not trainings:
+        raise ValueError(f"no training results (files with train_total_flops) under {str(path)!r}")
+    out = pd.concat(trainings, ignore_index=True)
+    out.attrs.update(counts)
+    return out
+
+
+def load_paper_results(path, training="auto", drop_restart_glitches: bool = True) -> pd.DataFrame:
+    """The paper's released evaluation CSVs (a file, or a folder searched recursively)
+    as one tidy attack table (:data:`COLUMNS`), deduplicated (latest run wins).
+
+    ``training``: where the adversarial-training tables come from, for
+    ``defense_flops`` and ``pretrain_compute``: ``"auto"`` uses the training CSVs among
+    those of ``path`` (a folder) or, for a single file, in its folder and in a sibling
+    ``training/`` folder (the released layout); a path reads that; None skips them.
+    Evaluation rows of round 0 get ``defense_flops = 0``; later rounds with no
+    training row stay NaN. ``pretrain_compute`` comes from the training tables by
+    (family, parameters); Pythia sizes that have none get 6 N D with the classifier's
+    N and D = :data:`PYTHIA_PRETRAIN_TOKENS` (the paper's own figure uses the
+    language model's N, 2 x d_model fewer: a difference below 1e-4). ``train_attack`` is
+    read from the evaluated model's name (``none`` for fine-tuned models).
+
+    ``frame.attrs`` records ``duplicates_dropped`` and ``restart_glitches`` per file.
+    """
+    kinds = ("evaluation", "training") if training == "auto" else ("evaluation",)
+    evaluations, trainings, counts = _load(path, drop_restart_glitches, kinds)
+    if not evaluations:
+        raise ValueError(f"no evaluation results (files with asr and iteration) under {str(path)!r}")
+    tidy = pd.concat(evaluations, ignore_index=True)
+    if training is not None and training != "auto":
+        trainings, extra = _load(training, drop_restart_glitches, ("training",))[1:]
+        _merge_counts(counts, extra)
+    elif training == "auto" and Path(path).is_file():
+        for folder in (Path(path).parent, Path(path).parent.parent / "training"):
+            if folder.is_dir() and any(folder.glob("*.csv")):
+                found = _load(folder, drop_restart_glitches, ("training",))
+                trainings += found[1]
+                _merge_counts(counts, found[2])
+    train = pd.concat(trainings, ignore_index=True) if trainings else pd.DataFrame(columns=TRAINING_COLUMNS)
+    if len(train):
+        keys = ["family", "task", "_train_attack", "num_params", "seed", "round"]
+        t = train.rename(columns={"train_attack": "_train_attack"})[keys + ["defense_flops"]]
+        t = t.drop_duplicates(keys, keep="last").rename(columns={"defense_flops": "_d"})
+        tidy = tidy.merge(t, on=keys, how="left", validate="many_to_one")
+        tidy["defense_flops"] = tidy["_d"].where(tidy["_d"].notna(), tidy["defense_flops"])
+        pre = train.dropna(subset=["pretrain_compute"]).drop_duplicates(["family", "num_params"], keep="last")
+        pre = pre.set_index(["family", "num_params"])["pretrain_compute"]
+        idx = pd.MultiIndex.from_frame(tidy[["family", "num_params"]])
+        tidy["pretrain_compute"] = pre.reindex(idx).to_numpy()
+    pythia = tidy["pretrain_compute"].isna() & (tidy["family"] == "pythia")
+    tidy.loc[pythia, "pretrain_compute"] = tidy.loc[pythia, "num_params"].map(
+        lambda n: float(pretrain_flops(n, PYTHIA_PRETRAIN_TOKENS)))
+    tidy["train_attack"] = tidy["_train_attack"]
+    tidy = tidy[COLUMNS].sort_values(["source", "num_params", "seed", "round", "iteration"]).reset_index(drop=True)
+    tidy.attrs.update(counts)
+    return tidy

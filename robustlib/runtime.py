@@ -1,0 +1,41 @@
+"""Process-wide torch settings that compute in the lab needs, set where it is needed.
+
+Nothing here runs at import. :func:`flush_denormals` is called by the functions that
+train or attack (fine-tuning, adversarial training, attacks, pretraining); each says
+so in its docstring. :func:`torch_threads` limits torch's thread pool for a block and
+restores it afterwards.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+
+def flush_denormals() -> None:
+    """Flush denormal floats to zero for this process (``torch.set_flush_denormal``).
+
+    Denormals made CPU training 5-55x slower after about 100 steps on this project's
+    machines; flushing them costs nothing measurable in accuracy. torch offers no way
+    to read the setting back, so it stays on for the rest of the process."""
+    import torch
+
+    torch.set_flush_denormal(True)
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Use ``n`` torch threads inside the block (0: leave torch's default), then restore.
+
+    Small models on a shared machine can run an order of magnitude faster on one
+    thread than on two that contend with another process."""
+    import torch
+
+    if not n:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

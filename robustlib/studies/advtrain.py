@@ -1,0 +1,264 @@
+"""Study of ``notebooks/03_adversarial_training.ipynb``: defend every fine-tuned model,
+measure robustness along the way, then fill the transfer matrix.
+
+One defended model per (fine-tuned model) x (training attack spec, training position),
+trained by :func:`robustlib.advtrain.adversarial_training` on the data the input
+``01_finetune`` run recorded. Records into its run as it goes: tables ``advtrain``
+(one row per defended model x round: compute, pool, accuracy), ``robustness``
+(:func:`robustlib.evaluate.attack_rows` of the evaluation attack at the training
+position, at round 0, every ``eval_every`` rounds and the last, with the cumulative
+defense compute) and ``transfer`` (the same rows for every defended model's last round
+and every undefended model, the ``none`` row, against every transfer attack spec x
+position, each at its own budget). A killed study resumes: rounds from their
+checkpoints, finished models and cells are not redone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..advtrain import TRAINING_OWNS, AdvTrainConfig, adversarial_training, load_round, rounds_for_size
+from ..attacks.spec import AttackSpec, parse_specs
+from ..finetune import FinetuneConfig
+from .attack import evaluation_owns, model_labels
+from .base import DataSpec, StudyConfig
+
+
+@dataclass
+class AdvTrainStudyConfig(StudyConfig):
+    """The parameters of ``03_adversarial_training``."""
+
+    notebook = "03_adversarial_training"
+    reads = {"finetune_run": ("finetune_study", "01_finetune")}
+
+    finetune_study: str = ""
+    sizes: list = field(default_factory=list)
+    seeds: list = field(default_factory=list)
+    train_attacks: list = field(default_factory=lambda: [
+        {"name": "gcg", "n_attack_tokens": 10, "top_k": 32, "n_candidates": 8}])
+    train_positions: list = field(default_factory=lambda: [1.0])
+    rounds: int = 2
+    min_rounds: int = 0
+    n_attack_examples: int = 8
+    attack_iterations_start: int = 1
+    attack_iterations_end: int = 2
+    train_examples_per_round: int = 32
+    adv_fraction: float = 0.8
+    sampling: str = "rank"
+    sampling_decay: float = 0.005
+    loss_rank_weight: float = 0.5
+    lr: float = 0.0005
+    batch_size: int = 32
+    optimizer: str = "adamw"
+    schedule: str = "linear"
+    epochs_per_round: float = 1.0
+    warmup_ratio: float = 0.2
+    stop_on_success: bool = True
+    eval_every: int = 0
+    eval_attack: dict = field(default_factory=dict)
+    eval_iterations: int = 2
+    eval_examples: int = 4
+    eval_data_seed: int = 1
+    transfer_attacks: list = field(default_factory=lambda: [
+        {"name": "gcg", "iterations": 2, "n_attack_tokens": 10, "top_k": 32, "n_candidates": 8},
+        {"name": "random_token", "iterations": 8, "n_attack_tokens": 10}])
+    transfer_positions: list = field(default_factory=lambda: [1.0])
+    data_seed: int = 2
+    seed: int = 0
+    threads: int = 0
+
+    def validate(self) -> None:
+        self.check_positive("rounds", "n_attack_examples", "attack_iterations_start", "attack_iterations_end",
+                            "train_examples_per_round", "eval_iterations", "eval_examples")
+        self.check_positive("min_rounds", "eval_every", "threads", zero=True)
+        if not self.epochs_per_round > 0:
+            raise self.bad("epochs_per_round", self.epochs_per_round, "a positive number")
+        self.check_fraction("warmup_ratio", open_high=True)
+        for name in ("train_positions", "transfer_positions"):
+            positions = getattr(self, name)
+            if not positions or not all(isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1
+                                        for p in positions):
+                raise self.bad(name, positions, "a non-empty list of positions in [0, 1]")
+        self.train_attacks = [s.to_dict() for s in self.train_specs()]
+        self.transfer_attacks = [s.to_dict() for s in self.transfer_specs()]
+        if self.eval_attack:
+            self.eval_attack = self.eval_spec(None).to_dict()
+        for spec in self.train_specs():  # every setting of every defended model, built once
+            for p in self.train_positions:
+                self.model_config(spec, p, self.rounds)
+                self.eval_spec(spec).config(iterations=self.eval_iterations, position=p)
+        for spec in self.transfer_specs():
+            for p in self.transfer_positions:
+                spec.config(position=p)
+
+    def train_specs(self) -> list[AttackSpec]:
+        owns = {**TRAINING_OWNS, "position": "train_positions", "seed": "seed"}
+        return parse_specs(self.train_attacks, "train_attacks", owns)
+
+    def transfer_specs(self) -> list[AttackSpec]:
+        return parse_specs(self.transfer_attacks, "transfer_attacks", evaluation_owns("transfer_positions"))
+
+    def eval_spec(self, train_spec: AttackSpec | None) -> AttackSpec:
+        """The attack measuring robustness: ``eval_attack``, or ({}) the training attack."""
+        if not self.eval_attack:
+            return train_spec
+        return AttackSpec.parse(self.eval_attack, "eval_attack",
+                                evaluation_owns("train_positions (robustness is measured where a model was trained)",
+                                                "eval_iterations"))
+
+    def model_config(self, spec: AttackSpec, position: float, rounds: int) -> AdvTrainConfig:
+        return AdvTrainConfig(
+            rounds=rounds, attack=spec.to_dict(), position=position, n_attack_examples=self.n_attack_examples,
+            attack_iterations_start=self.attack_iterations_start, attack_iterations_end=self.attack_iterations_end,
+            stop_on_success=self.stop_on_success, train_examples_per_round=self.train_examples_per_round,
+            adv_fraction=self.adv_fraction, sampling=self.sampling, sampling_decay=self.sampling_decay,
+            loss_rank_weight=self.loss_rank_weight, seed=self.seed,
+            training=FinetuneConfig(epochs=self.epochs_per_round, lr=self.lr, batch_size=self.batch_size,
+                                    optimizer=self.optimizer, schedule=self.schedule,
+                                    warmup_ratio=self.warmup_ratio, progress=False),
+        )
+
+    def eval_rounds(self, rounds: int) -> list[int]:
+        every = list(range(self.eval_every, rounds, self.eval_every)) if self.eval_every else []
+        return sorted({0, rounds, *every})
+
+
+def defended_key(model_key: str, label: str, position: float) -> str:
+    """Folder-safe name of one defended model: ``<size>__seed<k>__<attack label>@<position>``."""
+    return f"{model_key}__{label}@{float(position):g}"
+
+
+def select_models(table, cfg: AdvTrainStudyConfig):
+    """The fine-tuned models (a :func:`~robustlib.studies.finetune.fine_tuned_models`
+    table) that ``cfg.sizes`` and ``cfg.seeds`` select (empty lists: all)."""
+    for name, col in (("sizes", "model"), ("seeds", "seed")):
+        wanted = getattr(cfg, name)
+        if wanted:
+            have = sorted(set(table[col]))
+            missing = [w for w in wanted if w not in have]
+            if missing:
+                raise ValueError(f"{name} {missing} are not in the fine-tuning study; accepted: {have}")
+            table = table[table[col].isin(wanted)]
+    return table.sort_values(["num_params", "seed"])
+
+
+@dataclass
+class _Context:
+    """What every defended model of one study run shares."""
+
+    cfg: AdvTrainStudyConfig
+    run: object
+    data: DataSpec
+    clean: list
+    fresh: list
+    val: list
+    smallest: int
+    largest: int
+    progress: bool
+
+
+def run(cfg: AdvTrainStudyConfig, run, progress: bool = True):
+    """Defend, evaluate and transfer every selected model, recording into ``run``.
+    Returns the ``advtrain``, ``robustness`` and ``transfer`` tables (pandas)."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from ..runtime import torch_threads
+    from .finetune import fine_tuned_models
+
+    ft_run = run.input_run("finetune_run")
+    table = select_models(fine_tuned_models(ft_run), cfg)
+    data = DataSpec.of_run(ft_run)
+    val = data.examples("validation", n=cfg.eval_examples, seed=cfg.eval_data_seed)
+    for p in {*cfg.train_positions, *cfg.transfer_positions}:
+        val[0].attack_split(p)  # a bad position fails here, before any model loads
+    ctx = _Context(cfg, run, data, data.examples("train"),
+                   data.examples("train", n=cfg.rounds * cfg.n_attack_examples, seed=cfg.data_seed), val,
+                   int(table["num_params"].min()), int(table["num_params"].max()), progress)
+    tables = {name: run.load_rows(name) for name in ("advtrain", "robustness", "transfer")}
+    models = table.to_dict("records")
+    jobs = [(rec, spec, p) for rec in models for spec in cfg.train_specs() for p in cfg.train_positions]
+    with torch_threads(cfg.threads):
+        done = {r["defended_key"] for r in tables["advtrain"]}
+        for rec, spec, position in tqdm(jobs, desc="defended models", disable=not progress):
+            if defended_key(rec["model_key"], spec.label, position) not in done:
+                _defend(ctx, rec, spec, position, tables)
+        targets = [(rec, None, math.nan) for rec in models] + jobs
+        for rec, spec, position in tqdm(targets, desc="transfer", disable=not progress):
+            _transfer(ctx, rec, spec, position, tables)
+    return tuple(pd.DataFrame(tables[name]) for name in ("advtrain", "robustness", "transfer"))
+
+
+def _defend(ctx: _Context, rec: dict, spec: AttackSpec, position: float, tables: dict) -> None:
+    """Adversarially train one model; append its rounds and robustness rows."""
+    from .. import evaluate, models
+
+    cfg, key = ctx.cfg, defended_key(rec["model_key"], spec.label, position)
+    rounds = rounds_for_size(rec["num_params"], ctx.smallest, ctx.largest, cfg.rounds, cfg.min_rounds)
+    labels = model_labels(rec, ctx.data, train_attack=spec.label, train_position=position, defended_key=key)
+    eval_spec = cfg.eval_spec(spec)
+    model, tokenizer = models.load_classifier(rec["checkpoint"])
+
+    def evaluate_round(round_, model):
+        return evaluate.attack(model, tokenizer, ctx.val, eval_spec, position=position, attack_seed=cfg.seed,
+                               iterations=cfg.eval_iterations, **labels)[1]
+
+    result = adversarial_training(
+        model, tokenizer, ctx.clean, ctx.fresh, cfg.model_config(spec, position, rounds), val_examples=ctx.val,
+        evaluate_round=evaluate_round, eval_rounds=cfg.eval_rounds(rounds),
+        checkpoint_dir=ctx.run.artifact_path("advtrain", key), progress=ctx.progress,
+    )
+    defense = {0: (0, 0), **{r["round"]: (r["defense_flops_paper"], r["defense_flops_real"]) for r in result.rounds}}
+    base = {k: labels[k] for k in ("model_key", "model", "seed", "num_params", "pretrain_compute", "train_attack",
+                                   "train_position", "defended_key")}
+    tables["advtrain"].extend({**base, "rounds": rounds, **r} for r in result.rounds)
+    for e in result.evaluations:
+        paper, real = defense[e["round"]]
+        tables["robustness"].append({**e, "defense_flops_paper": paper, "defense_flops_real": real})
+    ctx.run.save_table("robustness", tables["robustness"])
+    ctx.run.save_table("advtrain", tables["advtrain"])  # last: the model counts as done once both are saved
+
+
+def _transfer(ctx: _Context, rec: dict, spec: AttackSpec | None, position: float, tables: dict) -> None:
+    """Attack one model (``spec`` None: undefended; else its last defended round) with
+    every transfer spec x position not recorded yet."""
+    from .. import evaluate, models
+
+    cfg = ctx.cfg
+    key = rec["model_key"] if spec is None else defended_key(rec["model_key"], spec.label, position)
+    cells = {(r["defended_key"], r["attack"], r["position"]) for r in tables["transfer"]}
+    todo = [(s, p) for s in cfg.transfer_specs() for p in cfg.transfer_positions if (key, s.label, p) not in cells]
+    if not todo:
+        return
+    model, tokenizer = models.load_classifier(rec["checkpoint"], device="auto")
+    final_round = 0
+    if spec is not None:
+        final_round, _ = load_round(ctx.run.artifact_path("advtrain", key), model=model)
+    labels = model_labels(rec, ctx.data, defended_key=key, train_attack="none" if spec is None else spec.label,
+                          train_position=position, round=final_round)
+    for s, p in todo:
+        tables["transfer"].extend(evaluate.attack(model, tokenizer, ctx.val, s, position=p, attack_seed=cfg.seed,
+                                                  **labels)[1])
+        ctx.run.save_table("transfer", tables["transfer"])
+
+
+def transfer_cells(transfer) -> int:
+    """How many (model, evaluation attack, position) cells a transfer table holds."""
+    return int(transfer[["defended_key", "attack", "position"]].drop_duplicates().shape[0]) if len(transfer) else 0
+
+
+def metrics(adv, summary, transfer) -> dict:
+    """What the notebook records: defended models, the largest size's median ASR before
+    and after (``summary``: :func:`robustlib.analysis.before_after`), the worst
+    after/before ratio, the defense FLOPs spent (paper convention, all models) and the
+    transfer cells filled."""
+    largest = summary[summary["num_params"] == summary["num_params"].max()].iloc[0]
+    return {
+        "defended_models": int(adv["defended_key"].nunique()),
+        "asr_before_largest": float(largest["asr_before"]),
+        "asr_after_largest": float(largest["asr_after"]),
+        "worst_after_over_before": float(summary["after_over_before"].max()),
+        "defense_flops_paper_total": float(adv.groupby("defended_key")["defense_flops_paper"].max().sum()),
+        "transfer_cells": transfer_cells(transfer),
+    }
