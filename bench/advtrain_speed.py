@@ -93,8 +93,9 @@ def main(argv=None) -> int:
         # 2. stop_on_success: same pool, less compute
         base = advtrain.AdvTrainConfig(
             rounds=args.rounds, n_attack_examples=args.attack_examples, attack_iterations_start=args.iterations,
-            attack_iterations_end=args.iterations, n_candidates=args.candidates,
-            batch_examples=args.batch_examples, train_examples_per_round=args.train_examples, seed=args.seed)
+            attack_iterations_end=args.iterations,
+            attack={"name": "gcg", "n_candidates": args.candidates, "batch_examples": args.batch_examples},
+            train_examples_per_round=args.train_examples, seed=args.seed)
         out = {}
         for stop in (True, False):
             cfg = advtrain.AdvTrainConfig.from_dict({**base.to_dict(), "stop_on_success": stop})
@@ -103,8 +104,8 @@ def main(argv=None) -> int:
             r = attacks.run_attack("gcg", model, tok, fresh[: args.attack_examples], cfg.attack_config(1))
             sync()
             out[stop] = (r.clean_flops_real + sum(r.flops_per_iteration_real), time.time() - t0, r)
-        same = [x.text for x in advtrain._attacked_examples(out[True][2])] == \
-               [x.text for x in advtrain._attacked_examples(out[False][2])]
+        same = [x.attacked_text for x in out[True][2].records] == \
+               [x.attacked_text for x in out[False][2].records]
         ok &= same
         print(f"  round-1 attack ({args.attack_examples} examples, {args.iterations} iterations x "
               f"{args.candidates} candidates): ASR {out[True][2].asr[-1]:.2f}; stop_on_success / full: "

@@ -94,6 +94,25 @@ class StrictConfig:
             raise ValueError(f"{cls.__name__}: the namespace lacks {missing}")
         return cls(**{n: namespace[n] for n in cls.field_names()})
 
+    @classmethod
+    def coerce(cls, config):
+        """``config`` as an instance of ``cls``: None gives the defaults, a dict goes
+        through :meth:`from_dict` (unknown keys rejected), an instance is checked again
+        (it may have been changed since it was built), and a config of a parent class is
+        upgraded (its fields kept, the subclass's own at their defaults). Anything else
+        is a ``TypeError`` naming what is accepted."""
+        if config is None:
+            return cls()
+        if isinstance(config, dict):
+            return cls.from_dict(config)
+        if isinstance(config, cls):
+            config.check_types()
+            config.validate()
+            return config
+        if isinstance(config, StrictConfig) and issubclass(cls, type(config)):
+            return cls(**asdict(config))
+        raise TypeError(f"config must be a {cls.__name__}, a dict or None; got {type(config).__name__}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 

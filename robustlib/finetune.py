@@ -70,20 +70,6 @@ class FinetuneConfig(StrictConfig):
             if getattr(self, name) < 0:
                 raise self.bad(name, getattr(self, name), "a number >= 0")
 
-    @classmethod
-    def coerce(cls, config) -> FinetuneConfig:
-        """``config`` as a FinetuneConfig: None gives the defaults, a dict goes through
-        :meth:`from_dict` (unknown keys rejected); anything else is a TypeError."""
-        if config is None:
-            return cls()
-        if isinstance(config, dict):
-            return cls.from_dict(config)
-        if isinstance(config, cls):
-            config.check_types()
-            config.validate()
-            return config
-        raise TypeError(f"config must be a FinetuneConfig, a dict or None; got {type(config).__name__}")
-
 
 @dataclass
 class FinetuneResult:
@@ -202,16 +188,7 @@ def classify(model, tokenizer, examples, batch_size: int = 64, max_length: int =
     return acc, total_loss / len(labels), preds
 
 
-def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneConfig | None = None) -> FinetuneResult:
-    """Fine-tune ``model`` (in place) on ``train_examples``; evaluate on ``val_examples``.
-
-    Examples are :class:`robustlib.tasks.Example` (anything with ``.text`` and
-    ``.label`` works). Training data are shuffled with ``config.seed``; the same seed
-    on the same machine gives the same numbers. Flushes denormal floats for the process
-    (:func:`robustlib.runtime.flush_denormals`).
-    """
-    cfg = FinetuneConfig.coerce(config)
-    flush_denormals()
+def _check_data(model, tokenizer, train_examples, val_examples) -> None:
     if not train_examples:
         raise ValueError("train_examples is empty: nothing to fine-tune on")
     if not val_examples:
@@ -222,6 +199,28 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
     if tokenizer.pad_token_id is None:
         raise ValueError("tokenizer has no pad token; load it with robustlib.models.load_tokenizer")
 
+
+def _shuffled_order(n: int, count: int, seed: int) -> list[int]:
+    """At least ``count`` example indices: seeded permutations of ``range(n)``, one
+    epoch after another (a fractional last epoch is cut where the steps end)."""
+    gen = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    while len(order) < count:
+        order.extend(torch.randperm(n, generator=gen).tolist())
+    return order
+
+
+def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneConfig | None = None) -> FinetuneResult:
+    """Fine-tune ``model`` (in place) on ``train_examples``; evaluate on ``val_examples``.
+
+    Examples are :class:`robustlib.tasks.Example` (anything with ``.text`` and
+    ``.label`` works). Training data are shuffled with ``config.seed``; the same seed
+    on the same machine gives the same numbers. Flushes denormal floats for the process
+    (:func:`robustlib.runtime.flush_denormals`).
+    """
+    cfg = FinetuneConfig.coerce(config)
+    _check_data(model, tokenizer, train_examples, val_examples)
+    flush_denormals()
     train_ids = _encode(tokenizer, train_examples, cfg.max_length)
     _encode(tokenizer, val_examples, cfg.max_length)  # fail early, before training
     labels = [ex.label for ex in train_examples]
@@ -236,10 +235,7 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
     device = accelerator.device
     n_params = _flops.count_params(model)
 
-    gen = torch.Generator().manual_seed(cfg.seed)
-    order: list[int] = []
-    while len(order) < total_steps * cfg.batch_size:
-        order.extend(torch.randperm(len(train_ids), generator=gen).tolist())
+    order = _shuffled_order(len(train_ids), total_steps * cfg.batch_size, cfg.seed)
 
     from tqdm.auto import tqdm
 

@@ -97,7 +97,8 @@ PRESETS: dict[str, Preset] = {
     **{f"pythia-{k}": Preset(f"pythia-{k}", "pythia", f"EleutherAI/pythia-{k}", v, "gpt_neox",
                                    PYTHIA_PRETRAIN_TOKENS)
        for k, v in _PYTHIA_SHAPES.items()},
-    **{f"qwen2.5-{k}": Preset(f"qwen2.5-{k}", "qwen2.5", f"Qwen/Qwen2.5-{k}", v, "qwen2") for k, v in _QWEN_SHAPES.items()},
+    **{f"qwen2.5-{k}": Preset(f"qwen2.5-{k}", "qwen2.5", f"Qwen/Qwen2.5-{k}", v, "qwen2")
+       for k, v in _QWEN_SHAPES.items()},
     **_zoo_presets(),
 }
 

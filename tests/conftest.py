@@ -8,8 +8,8 @@ import labenv
 labenv.configure()
 
 import functools  # noqa: E402
-import os  # noqa: E402
 import http.client  # noqa: E402
+import os  # noqa: E402
 import urllib.request  # noqa: E402
 
 import pytest  # noqa: E402

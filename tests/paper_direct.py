@@ -1,4 +1,4 @@
-"""Direct computations on the paper's released CSVs, written from PAPER.md's rules
+"""Direct computations on the paper's released CSVs, written from the paper's stated rules
 without robustlib, for the tests to hold the lab's analysis against. The tables are
 read from beside the checkout (never copied into it); tests using them skip without."""
 

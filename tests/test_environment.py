@@ -3,9 +3,9 @@ the README's test command, and notebooks honour the contract."""
 
 import json
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,3 +45,21 @@ def test_notebooks_follow_the_contract():
         src = "".join(tagged[0]["source"])
         for line in src.splitlines():
             assert re.match(r"^[a-z][a-z0-9_]*: \w+ = .+  # .+", line), f"{path.name}: untyped/uncommented: {line}"
+
+
+def test_importing_the_package_has_no_side_effects():
+    """``import robustlib`` (and the run store, tasks and configs) neither imports torch
+    nor sets process state; paths come from the package and ROBUSTLIB_* variables."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys; before = os.umask(0o027); os.umask(before);"
+        "import robustlib, robustlib.config, robustlib.paths, robustlib.record, robustlib.tasks;"
+        "after = os.umask(0o022); os.umask(after);"
+        "print('torch' in sys.modules, before == after, robustlib.paths.paper_results_dir())"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "ROBUSTLIB_PAPER_RESULTS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd="/",
+                         timeout=120, check=True)
+    assert out.stdout.split() == ["False", "True", "None"]

@@ -10,19 +10,25 @@ from pathlib import Path
 
 import pytest
 
-from robustlib import record, report, runner, studies
+# Only runner/record/report at the top: the chain tests below run unchanged on a lab
+# without robustlib.studies, where they fail for what they check (the regression).
+from robustlib import record, report, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAIN = ("01_finetune", "02_attack", "03_adversarial_training", "04_offense_defense")
+NOTEBOOKS = (*CHAIN, "05_paper_results")
 
 
-@pytest.mark.parametrize("notebook", sorted(studies.CONFIGS))
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
 def test_the_parameters_cell_is_the_config(notebook):
     """Same names in the same order, same declared types, same defaults: a drift
     between the notebook and its config (02 once said 3 iterations where the config
     said 10) fails here."""
     from dataclasses import MISSING, fields
 
+    from robustlib import studies
+
+    assert sorted(studies.CONFIGS) == sorted(NOTEBOOKS)
     cls = studies.config_class(notebook)
     specs = runner.notebook_parameters(notebook)
     cell = {k: v for k, v in specs.items() if k not in runner.RUNNER_PARAMETERS}
@@ -42,6 +48,8 @@ def test_the_smoke_parameter_file_is_the_notebooks_defaults():
 def test_the_runner_and_a_notebook_name_the_run_alike(store, monkeypatch):
     """The runner resolves every parameter and the inputs the way the notebook does, so
     the run it creates is the one a notebook opened on the same settings reopens."""
+    from robustlib import studies
+
     monkeypatch.setenv("ROBUSTLIB_RUNS", str(store.root))
     resolved = runner.validate_parameters("01_finetune", {"epochs": 2})  # an int for a float: the same setting
     cfg = studies.FinetuneStudyConfig.from_dict(resolved)
@@ -53,6 +61,8 @@ def test_the_runner_and_a_notebook_name_the_run_alike(store, monkeypatch):
 
 
 def test_inputs_are_the_latest_upstream_run(store):
+    from robustlib import studies
+
     first = store.create_run("up", {"v": 1}, notebook="01_finetune")
     first._set_status(state="completed", completed="2026-01-01T00:00:00+00:00")
     second = store.create_run("up", {"v": 2}, notebook="01_finetune")
@@ -111,14 +121,8 @@ def test_the_chain_on_a_chunk_task_from_local_files(tmp_path):
                 for i in range(n)]
         (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     overrides = {"01_finetune": {"task": "spam", "data_source": str(folder), "sizes": ["zoo-0.3m"]}}
-    from robustlib.tasks import hub
-
-    real = hub._load_hub_rows
-    hub._load_hub_rows = lambda *a, **k: (_ for _ in ()).throw(AssertionError("the hub was asked"))
-    try:
-        runs = [runner.run_notebook(nb, overrides.get(nb, {}), study="chunk", progress=False) for nb in CHAIN]
-    finally:
-        hub._load_hub_rows = real
+    # The hub is unreachable here and in CI: a notebook that asked it would fail.
+    runs = [runner.run_notebook(nb, overrides.get(nb, {}), study="chunk", progress=False) for nb in CHAIN]
     _check_chain(runs, overrides)
     attack = runs[1].load_table("attack")
     assert set(attack["task"]) == {"spam"}
@@ -131,13 +135,18 @@ def test_the_chain_on_a_chunk_task_from_local_files(tmp_path):
 def test_notebooks_call_their_study_and_name_no_source_file():
     """The notebook is the story: it builds its config from its parameters and opens its
     run through it; 05 names no released file or experiment prefix."""
-    for nb in sorted(studies.CONFIGS):
+    from robustlib import studies
+
+    for nb in NOTEBOOKS:
         cells = json.loads((ROOT / "notebooks" / f"{nb}.ipynb").read_text())["cells"]
         code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
         assert f"studies.{studies.config_class(nb).__name__}.from_namespace(globals())" in code[2], nb
         assert "cfg.open_run(study, run_dir)" in code[2], nb
-        for source in code:
-            ast.parse(source)
+        parameters = set(runner.notebook_parameters(nb))
+        for source in code[2:]:  # no cell after the parameters overwrites one (a derived value gets its own name)
+            assigned = {node.id for node in ast.walk(ast.parse(source))
+                        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}
+            assert not assigned & parameters, (nb, assigned & parameters)
     paper = "".join("".join(c["source"]) for c in json.loads(
         (ROOT / "notebooks" / "05_paper_results.ipynb").read_text())["cells"])
     for fragment in (".csv", "tom_", "oskar_", "ian_", "niki_", "pythia_pm"):

@@ -135,16 +135,6 @@ class AdvTrainConfig(StrictConfig):
                                   seed=_round_seed(self.seed, round_, 1), skip_incorrect=False,
                                   stop_on_success=self.stop_on_success, progress=False)
 
-    @classmethod
-    def coerce(cls, config) -> AdvTrainConfig:
-        if config is None:
-            return cls()
-        if isinstance(config, dict):
-            return cls.from_dict(config)
-        if isinstance(config, cls):
-            return config
-        raise TypeError(f"config must be an AdvTrainConfig, a dict or None; got {type(config).__name__}")
-
 
 def _round_seed(seed: int, round_: int, stream: int) -> int:
     """Independent seeds per (seed, round, purpose), stable across runs and resumes."""

@@ -119,7 +119,8 @@ def from_lab(table: pd.DataFrame, convention: str = "paper", family: str | None 
 def describe_sources(tidy: pd.DataFrame) -> pd.DataFrame:
     """One row per source: task, family, attack, sizes, seeds, rounds, iterations, rows,
     and (for :func:`load_paper_results` output) duplicates dropped."""
-    require_columns(tidy, {"source", "task", "family", "train_attack", "attack", "model", "seed", "round", "iteration", "asr"})
+    require_columns(tidy, {"source", "task", "family", "train_attack", "attack", "model", "seed", "round",
+                           "iteration", "asr"})
     out = tidy.groupby("source", sort=True).agg(
         task=("task", "first"), family=("family", "first"), train_attack=("train_attack", "first"),
         attack=("attack", "first"), sizes=("model", "nunique"),

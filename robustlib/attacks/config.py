@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from ..config import StrictConfig, is_int
 
@@ -75,22 +75,6 @@ class AttackConfig(StrictConfig):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise self.bad(name, value, "True or False")
-
-    @classmethod
-    def coerce(cls, config: AttackConfig | dict | None) -> AttackConfig:
-        """``config`` as an instance of ``cls``: None gives the defaults, a dict goes
-        through :meth:`from_dict`, a config of a parent class is upgraded (its fields
-        kept, the subclass's own fields at their defaults)."""
-        if config is None:
-            return cls()
-        if isinstance(config, dict):
-            return cls.from_dict(config)
-        if isinstance(config, cls):
-            config.validate()
-            return config
-        if isinstance(config, AttackConfig) and issubclass(cls, type(config)):
-            return cls(**asdict(config))
-        raise ValueError(f"config must be a {cls.__name__}, a dict or None; got {type(config).__name__}")
 
 
 __all__ = ["TARGET_MODES", "AttackConfig"]

@@ -48,9 +48,10 @@ order listed above.
 
 from __future__ import annotations
 
-from robustlib.tasks.spec import ANSWER_PROMPT, ATTACK_KINDS, GENERATED, Example, Task
+from robustlib.tasks.generated import PASSWORD_MATCH, WORD_LENGTH, WORD_LIST_SIZE, word_list, word_pool
+from robustlib.tasks.hub import HARMLESS, HELPFUL, IMDB, SPAM
 from robustlib.tasks.registry import (
-    _LOADERS,
+    _LOADERS,  # noqa: F401  (the loader registry, for tests and advanced use)
     SPLITS,
     TASKS,
     Loader,
@@ -61,14 +62,20 @@ from robustlib.tasks.registry import (
     register_task,
     to_hf_dataset,
 )
-from robustlib.tasks.generated import PASSWORD_MATCH, WORD_LENGTH, WORD_LIST_SIZE, word_list, word_pool
-from robustlib.tasks.hub import HARMLESS, HELPFUL, IMDB, SPAM
+from robustlib.tasks.spec import ANSWER_PROMPT, ATTACK_KINDS, GENERATED, Example, Task
 
 __all__ = [
     "ANSWER_PROMPT",
     "ATTACK_KINDS",
+    "GENERATED",
+    "HARMLESS",
+    "HELPFUL",
+    "IMDB",
+    "PASSWORD_MATCH",
+    "SPAM",
     "SPLITS",
     "TASKS",
+    "WORD_LENGTH",
     "WORD_LIST_SIZE",
     "Example",
     "Loader",
