@@ -75,11 +75,8 @@ class AdvTrainStudyConfig(StudyConfig):
         if not self.epochs_per_round > 0:
             raise self.bad("epochs_per_round", self.epochs_per_round, "a positive number")
         self.check_fraction("warmup_ratio", open_high=True)
-        for name in ("train_positions", "transfer_positions"):
-            positions = getattr(self, name)
-            if not positions or not all(isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1
-                                        for p in positions):
-                raise self.bad(name, positions, "a non-empty list of positions in [0, 1]")
+        self.check_fractions("train_positions")
+        self.check_fractions("transfer_positions")
         self.train_attacks = [s.to_dict() for s in self.train_specs()]
         self.transfer_attacks = [s.to_dict() for s in self.transfer_specs()]
         if self.eval_attack:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 from .. import record
-from ..config import StrictConfig, is_int
+from ..config import StrictConfig, is_int, is_number
 
 
 @dataclass
@@ -65,6 +65,12 @@ class StudyConfig(StrictConfig):
             value = getattr(self, name)
             if not is_int(value) or value < (0 if zero else 1):
                 raise self.bad(name, value, "0 or a positive integer" if zero else "a positive integer")
+
+    def check_fractions(self, name: str, zero: bool = True) -> None:
+        """Field ``name`` is a non-empty list of numbers in [0, 1] (in (0, 1] when not ``zero``)."""
+        values = getattr(self, name)
+        if not values or not all(is_number(v) and (v >= 0 if zero else v > 0) and v <= 1 for v in values):
+            raise self.bad(name, values, f"a non-empty list of numbers in {'[0' if zero else '(0'}, 1]")
 
     def check_fraction(self, name: str, low: float = 0.0, high: float = 1.0, open_high: bool = False) -> None:
         value = getattr(self, name)

@@ -32,9 +32,7 @@ class OffenseDefenseConfig(StudyConfig):
 
     def validate(self) -> None:
         self.check_positive("budget", zero=True)
-        if not self.thresholds or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 1
-                                          for t in self.thresholds):
-            raise self.bad("thresholds", self.thresholds, "a non-empty list of fractions in (0, 1]")
+        self.check_fractions("thresholds", zero=False)
         if self.convention not in CONVENTIONS:
             raise self.bad("convention", self.convention, str(CONVENTIONS))
 

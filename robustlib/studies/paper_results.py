@@ -36,9 +36,7 @@ class PaperResultsConfig(StudyConfig):
 
     def validate(self) -> None:
         self.check_positive("budget", "robustness_budget")
-        if not self.thresholds or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 1
-                                          for t in self.thresholds):
-            raise self.bad("thresholds", self.thresholds, "a non-empty list of fractions in (0, 1]")
+        self.check_fractions("thresholds", zero=False)
         if not (len(self.asr_range) == 2 and all(isinstance(v, (int, float)) for v in self.asr_range)
                 and 0 <= self.asr_range[0] < self.asr_range[1] <= 1):
             raise self.bad("asr_range", self.asr_range, "[low, high] with 0 <= low < high <= 1")
