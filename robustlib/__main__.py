@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     params = data
             for name, value in args.param:
-                params[name] = yaml.safe_load(value)
+                params[name] = runner.parse_yaml(value, f"-p {name}")
             run = runner.run_notebook(args.notebook, params, study="default" if study is None else study,
                                       name=args.name)
             print(run.path)

@@ -151,6 +151,9 @@ def _schedule(opt, cfg: FinetuneConfig, total_steps: int):
 def _accelerator(cfg: FinetuneConfig):
     from accelerate import Accelerator
 
+    from .models import pick_device
+
+    pick_device(cfg.device)  # 'cuda' without a GPU is an error, not a quiet run on the CPU
     mp = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}[cfg.dtype]
     return Accelerator(cpu=cfg.device == "cpu", mixed_precision=mp)
 

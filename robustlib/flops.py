@@ -99,6 +99,20 @@ def counted(tally: FlopTally, key, num_params: int, tokens: int, backward: bool,
     return out
 
 
+def readable(value: float, digits: int = 3) -> str:
+    """A large (or tiny) number as people write compute: ``1.91e13`` (``digits``
+    significant digits, no ``+`` or leading zeros in the exponent); ordinary numbers
+    as they are."""
+    value = float(value)
+    if value == 0 or 1e-3 <= abs(value) < 1e6:
+        if value.is_integer():
+            return str(int(value))
+        text = f"{value:.{digits}g}"
+        return f"{float(text):f}".rstrip("0").rstrip(".") if "e" in text else text
+    mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}"
+
+
 def mfu(flops: float, seconds: float, peak_flops_per_second: float) -> float:
     """Model FLOP utilisation: achieved FLOP/s as a fraction of the hardware's peak."""
     if seconds <= 0 or peak_flops_per_second <= 0:

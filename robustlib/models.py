@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 
 from . import paths
-from .config import UnknownNameError
+from .config import UnknownNameError, is_int
 from .flops import PYTHIA_PRETRAIN_TOKENS, pretrain_flops
 
 log = logging.getLogger("robustlib.models")
@@ -188,8 +189,45 @@ def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_
     return tok
 
 
+def check_hub_model(repo_id: str, revision: str | None = None) -> None:
+    """Fail fast, naming the model and what to do instead, when ``repo_id`` cannot be
+    loaded from the Hugging Face hub: not in the local cache while offline
+    (``HF_HUB_OFFLINE``) or while the hub is unreachable, or no such repository. Without
+    this, transformers retries the hub for about 50 seconds before it gives up."""
+    import os
+
+    from huggingface_hub import constants, model_info, try_to_load_from_cache
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    if isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str):
+        return  # in the local cache: loads offline too
+    hint = ("pass a local folder saved with save_pretrained (or a preset), or run where the hub is reachable; "
+            "with HF_HUB_OFFLINE=1 only models already in the Hugging Face cache load")
+    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if offline:
+        raise FileNotFoundError(f"model {repo_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE "
+                                f"is set; {hint}")
+    try:
+        model_info(repo_id, revision=revision, timeout=10)
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        at = f" at revision {revision!r}" if revision else ""
+        raise FileNotFoundError(f"the Hugging Face hub has no model {repo_id!r}{at}; {hint}") from None
+    except Exception as err:  # the network's own errors (DNS, refused, timeout)  # noqa: BLE001
+        raise FileNotFoundError(f"cannot reach the Hugging Face hub for model {repo_id!r} ({type(err).__name__}: "
+                                f"{err}) and it is not in the local cache; {hint}") from None
+
+
+def is_hub_id(name: str) -> bool:
+    """A name that is neither a zoo preset nor an existing folder: it loads from the hub."""
+    preset = PRESETS.get(name)
+    if preset is not None:
+        return preset.family != "zoo"
+    return not Path(name).expanduser().exists() and name.count("/") == 1 and not name.startswith((".", "/", "~"))
+
+
 def _resolve(name_or_path: str) -> str:
-    """Where weights come from: "zoo", a local folder, or a hub id."""
+    """Where weights come from: "zoo", a local folder, or a hub id (checked to be
+    loadable: :func:`check_hub_model`)."""
     if not isinstance(name_or_path, str) or not name_or_path:
         raise ValueError(f"model must be a preset name, a local path or a hub id; got {name_or_path!r}")
     if name_or_path in PRESETS:
@@ -201,6 +239,7 @@ def _resolve(name_or_path: str) -> str:
                     f"offline model {name_or_path!r} is not built at {folder}; run `make zoo` to build it"
                 )
             return "zoo"
+        check_hub_model(preset.source)
         return preset.source
     path = Path(name_or_path).expanduser()
     if path.exists():
@@ -212,7 +251,8 @@ def _resolve(name_or_path: str) -> str:
             f"model {name_or_path!r} is neither a preset ({sorted(PRESETS)}), an existing local folder, "
             "nor a hub id of the form 'owner/name'"
         )
-    return name_or_path  # a hub id: transformers will fetch it (needs internet)
+    check_hub_model(name_or_path)
+    return name_or_path  # a hub id: transformers fetches it
 
 
 def load_classifier(
@@ -234,6 +274,10 @@ def load_classifier(
     ``"cpu"`` by default, ``"auto"`` for the GPU when there is one); fine-tuning moves
     it itself (through ``accelerate``).
     """
+    if not is_int(num_labels) or num_labels < 2:
+        raise ValueError(f"num_labels={num_labels!r} is invalid; accepted: an integer >= 2 (a classifier's classes)")
+    if not is_int(seed):
+        raise ValueError(f"seed={seed!r} is invalid; accepted: an integer")
     target = pick_device(device)
     src = _resolve(name_or_path)
     torch_dtype = _dtype(dtype)
@@ -252,27 +296,14 @@ def _load_weights(name_or_path, src, num_labels, torch_dtype, revision, trust_re
     from transformers import AutoModelForSequenceClassification
 
     folder = str(paths.zoo_dir() / name_or_path) if src == "zoo" else src
-    from transformers.utils import logging as hf_logging
-
     # Turning a causal LM into a classifier always drops the unembedding and adds a
     # fresh head; transformers reports that as a warning table on every load. Silence
     # it and warn ourselves only about keys that are not part of that swap.
-    previous, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # a bar for loading a few MB is noise in reports
-    try:
+    with _quiet_transformers():
         model, info = AutoModelForSequenceClassification.from_pretrained(
-            folder,
-            num_labels=num_labels,
-            dtype=torch_dtype,
-            revision=revision,
-            trust_remote_code=trust_remote_code,
-            output_loading_info=True,
+            folder, num_labels=num_labels, dtype=torch_dtype, revision=revision,
+            trust_remote_code=trust_remote_code, output_loading_info=True,
         )
-    finally:
-        hf_logging.set_verbosity(previous)
-        if bars:
-            hf_logging.enable_progress_bar()
     missing = [k for k in info.get("missing_keys", []) if not k.startswith("score.")]
     unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith(("embed_out.", "lm_head."))]
     if missing or unexpected:
@@ -280,11 +311,29 @@ def _load_weights(name_or_path, src, num_labels, torch_dtype, revision, trust_re
     return model
 
 
+@contextmanager
+def _quiet_transformers():
+    """transformers' warnings and progress bars off for the block (loading or saving a
+    few MB draws a bar that is only noise in a report), restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    previous, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(previous)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def save_classifier(model, tokenizer, folder: str | Path) -> Path:
     """Save a classifier and its tokenizer as safetensors + json (never pickle)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
+    with _quiet_transformers():
+        model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -295,7 +344,9 @@ DEVICES = ("auto", "cpu", "cuda")
 def pick_device(device: str = "auto") -> torch.device:
     """Where a study puts its models: ``"auto"`` is CUDA when torch sees a GPU, else
     the CPU (what :mod:`accelerate` picks for fine-tuning, so attacks, adversarial
-    training and evaluation all run where training does)."""
+    training and evaluation all run where training does). One rule everywhere: an
+    explicit device that is not there is an error (``ValueError``), never a silent
+    fallback."""
     if device not in DEVICES:
         raise ValueError(f"unknown device {device!r}; accepted: {DEVICES}")
     if device == "cpu":
@@ -303,7 +354,7 @@ def pick_device(device: str = "auto") -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda")
     if device == "cuda":
-        raise RuntimeError("device='cuda' was asked for, but torch sees no GPU; accepted here: 'auto' or 'cpu'")
+        raise ValueError("device='cuda' was asked for, but torch sees no GPU; accepted here: 'auto' or 'cpu'")
     return torch.device("cpu")
 
 

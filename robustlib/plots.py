@@ -29,6 +29,27 @@ import pandas as pd
 
 from .analysis import require_columns, with_logit
 
+# Log axes: SI-style labels for sizes (156k, 2.6M), exponents for compute (1e13), and
+# labels that would overlap dropped rather than drawn over each other.
+_PARAMS_AXIS = alt.Axis(format="~s", labelOverlap="greedy")
+_FLOPS_AXIS = alt.Axis(format=".0e", labelOverlap="greedy")
+
+
+def _params_x(title: str = "parameters") -> alt.X:
+    return alt.X("num_params:Q", scale=alt.Scale(type="log"), title=title, axis=_PARAMS_AXIS)
+
+
+def _flops(channel, field: str, title: str, **kw):
+    return channel(f"{field}:Q", scale=alt.Scale(type="log"), title=title, axis=_FLOPS_AXIS, **kw)
+
+
+def size_colour(frame: pd.DataFrame) -> alt.Color:
+    """One colour per model, named in the legend, smallest first, from a categorical
+    palette whose neighbours are easy to tell apart (category10; tableau20 past 10)."""
+    order = frame.sort_values("num_params")["model"].drop_duplicates().tolist()
+    scheme = "category10" if len(order) <= 10 else "tableau20"
+    return alt.Color("model:N", title="model", sort=order, scale=alt.Scale(scheme=scheme))
+
 
 def accuracy_vs_params(table: pd.DataFrame, title: str = "Validation accuracy vs model size") -> alt.Chart:
     """Fine-tuned accuracy per seed (points) and the median over seeds (line), with the
@@ -38,7 +59,7 @@ def accuracy_vs_params(table: pd.DataFrame, title: str = "Validation accuracy vs
     ``seed``, ``val_accuracy``.
     """
     require_columns(table, {"model", "num_params", "seed", "val_accuracy"}, "table")
-    x = alt.X("num_params:Q", scale=alt.Scale(type="log"), title="parameters")
+    x = _params_x()
     y_scale = alt.Scale(domain=[0.4, 1.0])
     agg = (
         table.groupby(["model", "num_params"], as_index=False)["val_accuracy"]
@@ -98,8 +119,8 @@ def asr_curves(tidy: pd.DataFrame, x: str = "iteration", title: str | None = Non
     )
     unit = " / pretraining compute" if normalise else " (paper convention)"
     x_enc = (alt.X("iteration:Q", title="attack iterations") if x == "iteration"
-             else alt.X("attack_flops:Q", scale=alt.Scale(type="log"), title="attack FLOPs per example" + unit))
-    color = alt.Color("num_params:O", title="parameters", scale=alt.Scale(scheme="viridis"))
+             else _flops(alt.X, "attack_flops", "attack FLOPs per example" + unit))
+    color = size_colour(band)
     area = alt.Chart(band).mark_area(opacity=0.15).encode(x=x_enc, y="min:Q", y2="max:Q", color=color)
     line = alt.Chart(band).mark_line(point=True).encode(
         x=x_enc, y=alt.Y("median:Q", title="logit10(ASR), Laplace-smoothed"), color=color,
@@ -119,7 +140,7 @@ def asr_vs_params(summary: pd.DataFrame, iteration: int, title: str | None = Non
     """
     require_columns(summary, {"model", "num_params", "median", "min", "max"} | ({color} if color else set()),
                     "summary")
-    x = alt.X("num_params:Q", scale=alt.Scale(type="log"), title="parameters")
+    x = _params_x()
     y = alt.Scale(domain=[0, 1])
     extra = {"color": alt.Color(f"{color}:N", title=color)} if color else {}
     band = alt.Chart(summary).mark_area(opacity=0.2).encode(x=x, y=alt.Y("min:Q", scale=y), y2="max:Q", **extra)
@@ -142,7 +163,7 @@ def _robustness_at(tidy: pd.DataFrame, iteration: int) -> pd.DataFrame:
 
 
 def _per_size_lines(band: pd.DataFrame, x_enc, y_title: str, title: str) -> alt.Chart:
-    color = alt.Color("num_params:O", title="parameters", scale=alt.Scale(scheme="viridis"))
+    color = size_colour(band)
     area = alt.Chart(band).mark_area(opacity=0.15).encode(x=x_enc, y="min:Q", y2="max:Q", color=color)
     line = alt.Chart(band).mark_line(point=True).encode(
         x=x_enc, y=alt.Y("median:Q", title=y_title), color=color,
@@ -173,8 +194,7 @@ def asr_vs_defense_flops(robustness: pd.DataFrame, iteration: int, title: str | 
     generation, in the tidy table's convention; log axis, so round 0 is left out)."""
     band = _robustness_at(robustness, iteration)
     band = band[band["defense_flops"] > 0]
-    return _per_size_lines(band, alt.X("defense_flops:Q", scale=alt.Scale(type="log"),
-                                       title="defense FLOPs"),
+    return _per_size_lines(band, _flops(alt.X, "defense_flops", "defense FLOPs"),
                            f"logit10(ASR@{iteration}), Laplace-smoothed",
                            title or f"ASR after {iteration} attack iterations vs defense compute")
 
@@ -230,7 +250,7 @@ def slopes_vs_params(slopes: pd.DataFrame, title: str = "Attack-scaling slope vs
     result of ``slope ~ log_params``, or a dict with ``intercept`` and ``slope``) draws
     the fitted line."""
     require_columns(slopes, {"model", "num_params", "slope", "slope_low", "slope_high"}, "slopes")
-    x = alt.X("num_params:Q", scale=alt.Scale(type="log"), title="parameters")
+    x = _params_x()
     bars = alt.Chart(slopes).mark_rule().encode(x=x, y=alt.Y("slope_low:Q", title="slope (logit10 ASR per decade)"),
                                                 y2="slope_high:Q")
     points = alt.Chart(slopes).mark_point(filled=True, size=60).encode(
@@ -267,19 +287,19 @@ def offense_defense(points: pd.DataFrame, per_size: pd.DataFrame | None = None,
         seeds=("attack_flops_to_reach", "count"))
     lo = float(min(points["attack_flops_to_reach"].min(), points["defense_flops"].min()))
     hi = float(max(points["attack_flops_to_reach"].max(), points["defense_flops"].max()))
-    x = alt.X("defense_flops:Q", scale=alt.Scale(type="log"), title="defense FLOPs" + unit)
+    x = _flops(alt.X, "defense_flops", "defense FLOPs" + unit)
     y_title = "attack FLOPs per example to reach the ASR" + unit
-    y = alt.Y("median:Q", scale=alt.Scale(type="log"), title=y_title)
-    color = alt.Color("num_params:O", title="parameters", scale=alt.Scale(scheme="viridis"))
+    y = _flops(alt.Y, "median", y_title)
+    color = size_colour(points)
     layers = [
         alt.Chart(band).mark_area(opacity=0.15).encode(
-            x=x, y=alt.Y("min:Q", scale=alt.Scale(type="log"), title=y_title), y2="max:Q", color=color),
+            x=x, y=_flops(alt.Y, "min", y_title), y2="max:Q", color=color),
         alt.Chart(band).mark_line(point=True).encode(
             x=x, y=y, color=color, tooltip=["model", "round", "defense_flops", "median", "min", "max", "seeds"]),
     ]
     if show_points:
         layers.append(alt.Chart(points).mark_circle(size=14, opacity=0.35).encode(
-            x=x, y=alt.Y("attack_flops_to_reach:Q", scale=alt.Scale(type="log")), color=color,
+            x=x, y=_flops(alt.Y, "attack_flops_to_reach", y_title), color=color,
             tooltip=[c for c in ("model", "seed", "round", "defense_flops", "attack_flops_to_reach")
                      if c in points.columns]))
     parity = pd.DataFrame({"defense_flops": [lo, hi], "median": [lo, hi]})

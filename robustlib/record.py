@@ -90,6 +90,30 @@ def atomic_write(path: Path, text: str) -> Path:
     return path
 
 
+def new_file_mode(folder: Path) -> int:
+    """The mode a file created in ``folder`` gets (0o666 less the process umask), read
+    off a probe file, so nothing changes the umask (not thread-safe) to learn it."""
+    probe = Path(folder) / f".mode-probe-{uuid.uuid4().hex}"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        return os.fstat(fd).st_mode & 0o777
+    finally:
+        os.close(fd)
+        probe.unlink(missing_ok=True)
+
+
+def share_files(path: Path) -> None:
+    """Give ``path`` (a file, or every file under a folder) the store's one file mode.
+    Libraries that write through private temporary files (safetensors' weights) leave
+    them 0600 where everything else is readable by whoever shares the store."""
+    path = Path(path)
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    if files:
+        mode = new_file_mode(files[0].parent)
+        for f in files:
+            os.chmod(f, mode)
+
+
 def dump_json(obj: Any) -> str:
     return json.dumps(_clean(obj), indent=2, sort_keys=True, allow_nan=False)
 
@@ -133,6 +157,14 @@ def provenance(seeds: Any = None) -> dict:
     }
 
 
+#: The run locks this process has made, by lock file (see :meth:`Run.lock`).
+_LOCKS: dict = {}
+
+
+class RunBusyError(RuntimeError):
+    """Another process is executing this run (it holds the run's lock)."""
+
+
 class Run:
     """One run's folder. Create or reopen runs through :class:`RunStore`."""
 
@@ -142,7 +174,7 @@ class Run:
         self.name = self.path.name
 
     def __repr__(self) -> str:
-        return f"Run({self.study}/{self.name}, {self.status.get('state', '?')})"
+        return f"Run({self.study}/{self.name}, {self.state})"
 
     # -- files
     def _read_json(self, name: str, default: Any = None) -> Any:
@@ -259,14 +291,84 @@ class Run:
         self._set_status(state="running", started=now(), error=None)
 
     def mark_completed(self) -> None:
-        self._set_status(state="completed", completed=now())
+        self._set_status(state="completed", completed=now(), error=None)
+        self.unlock()
 
     def mark_failed(self, error: Any) -> None:
-        self._set_status(state="failed", failed=now(), error=str(error))
+        """A run that never completed becomes ``failed``; a completed one stays
+        completed (its results are those it completed with) and keeps the error of the
+        attempt that failed as ``last_error``."""
+        if self.completed:
+            self._set_status(last_error=str(error), last_failed=now())
+        else:
+            self._set_status(state="failed", failed=now(), error=str(error))
+        self.unlock()
 
     @property
     def completed(self) -> bool:
         return self.status.get("state") == "completed"
+
+    @property
+    def state(self) -> str:
+        """``running``, ``completed``, ``failed``, or ``stale``: recorded as running but
+        nobody holds the run's lock (the process that ran it is gone)."""
+        state = self.status.get("state", "unknown")
+        if state == "running" and not self.busy:
+            return "stale"
+        return state
+
+    # -- the lock: one process at a time executes a run
+    def _file_lock(self):
+        import filelock
+
+        # One lock object per run and process (a second one in the same process would
+        # wait for the first), usable from any thread (a kernel runs cells in several),
+        # kept alive here: a lock object that is garbage-collected lets go of its lock.
+        key = str(self.path.resolve() / ".lock")
+        if key not in _LOCKS:
+            _LOCKS[key] = filelock.FileLock(key, is_singleton=True, thread_local=False)
+        return _LOCKS[key]
+
+    @property
+    def busy(self) -> bool:
+        """Whether a process (this one or another) holds the run's lock."""
+        import filelock
+
+        lock = self._file_lock()
+        if lock.is_locked:
+            return True
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            return True
+        lock.release()
+        return False
+
+    def lock(self) -> None:
+        """Take the run's lock for this process (until :meth:`unlock`, completion,
+        failure or the process's end: the operating system drops a dead process's
+        lock, so it never goes stale). ``RunBusyError`` naming the holder when another
+        process has it; taking it again in the same process is a no-op."""
+        import filelock
+
+        lock = self._file_lock()
+        if lock.is_locked:
+            return
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            holder = self.status.get("holder") or {}
+            who = (f"process {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}"
+                   if holder else "another process")
+            raise RunBusyError(f"run {self.study}/{self.name} is being executed by {who}; wait for it to end, "
+                               "or use other parameters or another study") from None
+        self._set_status(holder={"pid": os.getpid(), "host": socket.gethostname(), "since": now()})
+
+    def unlock(self) -> None:
+        lock = self._file_lock()
+        if lock.is_locked:
+            self._set_status(holder=None)
+            lock.release(force=True)
 
 
 class RunStore:
@@ -305,12 +407,14 @@ class RunStore:
 
     def latest(self, study: str, notebook: str | None = None) -> Run:
         """The most recently completed run of ``notebook`` (any, if None) in ``study``."""
-        done = [r for r in self.runs(study) if r.completed and (notebook is None or r.notebook == notebook)]
+        mine = [r for r in self.runs(study) if notebook is None or r.notebook == notebook]
+        done = [r for r in mine if r.completed]
         if not done:
             have = sorted({r.notebook or "?" for r in self.runs(study) if r.completed})
+            other = sorted({f"{r.name} ({r.state})" for r in mine})
             raise LookupError(
                 f"no completed {notebook or ''} run in study {study!r} (completed notebooks there: {have}; "
-                f"studies in {self.root}: {self.studies()})"
+                + (f"its other runs: {other}; " if other else "") + f"studies in {self.root}: {self.studies()})"
             )
         return max(done, key=lambda r: r.status.get("completed", ""))
 
@@ -320,12 +424,16 @@ def open_run(run_dir: str = "", study: str = "default", notebook: str | None = N
 
     Outside the runner (nbval, JupyterLab) ``run_dir`` is empty and the run named after
     the notebook and ``params`` is created (or reopened) in ``study``: the same
-    parameters give the same run whoever starts it. Under the runner the run already
-    holds the parameters it resolved; ``params`` given here must agree with them (a
-    mismatch means the notebook computed other settings than the runner recorded).
+    parameters give the same run whoever starts it, and this process takes its lock
+    (:class:`RunBusyError` when another process is executing it). Under the runner the
+    run already holds the parameters it resolved and the runner holds its lock;
+    ``params`` given here must agree with them (a mismatch means the notebook computed
+    other settings than the runner recorded).
     """
     if not run_dir:
-        return RunStore().create_run(study, params or {}, notebook=notebook)
+        run = RunStore().create_run(study, params or {}, notebook=notebook)
+        run.lock()  # held by this kernel until the run completes or fails
+        return run
     path = Path(run_dir)
     if not (path / "params.yaml").exists():
         raise FileNotFoundError(f"run_dir {run_dir!r} is not a run folder (no params.yaml)")

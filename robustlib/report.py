@@ -1,17 +1,26 @@
-"""Reports: a study's executed notebooks as one self-contained HTML file.
+"""Reports: a study's executed notebooks as one self-contained HTML file, fit to share.
 
 ``export_study("demo")`` writes ``reports/demo/report.html``: a title block (study,
-date, runs and their provenance), then each notebook's latest completed run in
-notebook order, code cells hidden. Self-contained means a reader offline sees
-everything: no script, style sheet or font is fetched from the web. nbconvert's
-``lab``/``classic`` templates load require.js and MathJax from a CDN, so the body is
-rendered with the ``basic`` template inside the lab's own small style sheet, and
-Altair charts (vega-lite outputs, which need vega's JavaScript) are replaced by
-inline SVG rendered with ``vl-convert``.
+date, a summary of what each notebook found, from the metrics it recorded, and the
+runs' provenance), then each notebook's latest completed run in notebook order, code
+cells hidden. Self-contained means a reader offline sees everything: no script, style
+sheet or font is fetched from the web. nbconvert's ``lab``/``classic`` templates load
+require.js and MathJax from a CDN, so the body is rendered with the ``basic`` template
+inside the lab's own small style sheet, and Altair charts (vega-lite outputs, which
+need vega's JavaScript) become inline SVG images rendered with ``vl-convert``, with
+alt text saying what they show.
+
+Fit to share (:func:`shareable`): progress-bar widgets (which render as script stubs
+that fail without Jupyter) and their saved state are dropped, so are Python warnings
+and progress lines on stderr; tables lose pandas' row-number column and show large
+numbers in engineering notation (``1.9e13``); absolute paths of the run store, the
+checkout and the home folder are written relative to them. Host and user names are
+kept in each run's provenance, not in the report.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import html
 import logging
@@ -22,6 +31,7 @@ from pathlib import Path
 import nbformat
 
 from . import paths
+from .flops import readable
 from .record import RunStore, atomic_write, check_name
 
 log = logging.getLogger("robustlib.report")
@@ -49,8 +59,53 @@ def _vegalite_to_svg(spec: dict, major: str) -> str:
     return vl_convert.vegalite_to_svg(spec, vl_version=versions[-1] if versions else None)
 
 
+_WIDGET = "application/vnd.jupyter.widget-view+json"
+# A Python warning as printed: "path:line: SomeWarning: message" and the source line under it.
+_WARNING = re.compile(r"^.*:\d+: \w*Warning: .*\n(?:[ \t]+\S.*\n)?", re.M)
+
+
+def chart_description(spec: dict) -> str:
+    """Alt text for a vega-lite ``spec``: its title and what its axes and colours show."""
+    titles, axes = [], {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            title = node.get("title")
+            if isinstance(title, str):
+                titles.append(title)
+            elif isinstance(title, dict) and isinstance(title.get("text"), str):
+                titles.append(title["text"])
+            for channel in ("x", "y", "color", "column", "row"):
+                enc = (node.get("encoding") or {}).get(channel)
+                if isinstance(enc, dict) and (channel not in axes or (enc.get("title") and not axes[channel][0])):
+                    axes[channel] = (enc.get("title"), enc.get("field"))  # a titled layer wins
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(spec)
+    what = {"x": "x axis", "y": "y axis", "color": "one colour per", "column": "one panel per", "row": "rows by"}
+    parts = [f"{what[c]}: {title or field}" for c, (title, field) in axes.items()
+             if isinstance(title or field, str) and (title or field)]
+    return f"Chart: {titles[0] if titles else 'untitled'}" + (f" ({'; '.join(parts)})" if parts else "")
+
+
+def _svg_image(svg: str, alt: str) -> str:
+    encoded = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+    return f'<img src="data:image/svg+xml;base64,{encoded}" alt="{html.escape(alt)}">'
+
+
+def _clean_stderr(text: str) -> str:
+    text = _WARNING.sub("", text)
+    return "".join(line for line in text.splitlines(True) if "\r" not in line and "it/s]" not in line
+                   and "s/it]" not in line)
+
+
 def static_charts(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """A copy of ``nb`` whose vega-lite outputs are inline SVG (nothing else kept)."""
+    """A copy of ``nb`` whose vega-lite outputs are inline SVG images with alt text
+    (:func:`chart_description`); nothing else of those outputs is kept."""
     nb = copy.deepcopy(nb)
     for cell in nb.cells:
         for out in cell.get("outputs", []):
@@ -59,9 +114,66 @@ def static_charts(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
             if key is None:
                 continue
             svg = _vegalite_to_svg(data[key], _VEGALITE.match(key).group(1))
-            out["data"] = {"image/svg+xml": svg}
-            out.get("metadata", {}).pop(key, None)
+            out["data"] = {"text/html": _svg_image(svg, chart_description(data[key]))}
+            out["metadata"] = {}
     return nb
+
+
+def shareable(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of ``nb`` fit to share (see the module docstring): charts as images with
+    alt text, no widgets or their state, no warnings or progress lines on stderr."""
+    nb = static_charts(nb)
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        kept = []
+        for out in cell.get("outputs", []):
+            if _WIDGET in out.get("data", {}):
+                continue  # a progress bar: a script stub offline, and stale anyway
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                out["text"] = _clean_stderr(out.get("text", ""))
+                if not out["text"].strip():
+                    continue
+            kept.append(out)
+        cell["outputs"] = kept
+    return nb
+
+
+def tidy_tables(body: str) -> str:
+    """pandas tables without their row-number column, and numbers of 1e6 or more (or
+    under 1e-3) in engineering notation."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(body, features="html.parser")
+    big = re.compile(r"^-?(?:\d{7,}(?:\.\d*)?|\d+(?:\.\d+)?e[+-]?\d+|0\.000\d+)$", re.I)
+    for table in soup.select("table.dataframe"):
+        rows = table.select("tbody tr")
+        firsts = [r.find(["th", "td"]) for r in rows]
+        if rows and all(f is not None and f.name == "th" for f in firsts) and \
+                [f.get_text(strip=True) for f in firsts] == [str(i) for i in range(len(rows))]:
+            for f in firsts:
+                f.decompose()
+            for head in table.select("thead tr"):
+                first = head.find(["th", "td"])
+                if first is not None and not first.get_text(strip=True):
+                    first.decompose()
+        for td in table.select("td"):
+            text = td.get_text(strip=True)
+            if big.match(text) and float(text) != 0:
+                td.string = readable(float(text))
+    return str(soup)
+
+
+def relative_paths(text: str) -> str:
+    """Absolute paths of the run store, the reports, the checkout and the home folder
+    written relative to them (``runs/...``, ``~/...``)."""
+    places = [(paths.runs_dir(), "runs"), (paths.reports_dir(), "reports")]
+    root = paths.project_root()
+    if root is not None:
+        places.append((root, "."))
+    places.append((Path.home(), "~"))
+    for folder, name in sorted(places, key=lambda p: -len(str(p[0]))):
+        text = text.replace(str(folder), name)
+    return text
 
 
 def notebook_body(nb: nbformat.NotebookNode) -> str:
@@ -70,9 +182,10 @@ def notebook_body(nb: nbformat.NotebookNode) -> str:
 
     exporter = HTMLExporter(template_name="basic", exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(static_charts(nb))
+    body, _ = exporter.from_notebook_node(shareable(nb))
     # The basic template loads nothing from the web; drop anything that would.
-    return re.sub(r"<script\b[^>]*\bsrc=[\"']https?:[^>]*>\s*</script>", "", body, flags=re.I)
+    body = re.sub(r"<script\b[^>]*\bsrc=[\"']https?:[^>]*>\s*</script>", "", body, flags=re.I)
+    return relative_paths(tidy_tables(body))
 
 
 def external_references(text: str) -> list[str]:
@@ -94,16 +207,22 @@ def export_study(study: str, out: str | Path | None = None) -> Path:
         latest[run.notebook or run.name] = run  # later completions win
     ordered = [latest[k] for k in sorted(latest)]
 
-    rows = []
+    from .studies import summarize
+
+    rows, findings = [], []
     for run in ordered:
         prov = run.provenance
         commit = (prov.get("git_commit") or "?")[:10] + (" (dirty)" if prov.get("git_dirty") else "")
         rows.append(
             f"<tr><td>{html.escape(run.notebook or '')}</td><td>{html.escape(run.name)}</td>"
             f"<td>{html.escape(run.status.get('completed', ''))}</td><td>{html.escape(commit)}</td>"
-            f"<td>{html.escape(str(prov.get('hostname', '')))} · {prov.get('cpu_count', '?')} CPUs · "
+            f"<td>{html.escape(str(prov.get('machine', '')))} · {prov.get('cpu_count', '?')} CPUs · "
             f"torch {html.escape(str((prov.get('packages') or {}).get('torch')))}</td></tr>"
         )
+        said = summarize(run.notebook or "", run.metrics)
+        if said:
+            findings.append(f'<li><a href="#{html.escape(run.notebook or run.name)}">'
+                            f"{html.escape(run.notebook or run.name)}</a>: {html.escape(said)}</li>")
     sections = [
         f'<section class="notebook" id="{html.escape(run.notebook or run.name)}">'
         f"{notebook_body(nbformat.read(run.path / 'notebook.ipynb', as_version=4))}</section>"
@@ -118,6 +237,7 @@ def export_study(study: str, out: str | Path | None = None) -> Path:
 <h1>robustlib lab report: {html.escape(study)}</h1>
 <p class="meta">Generated {date}. Each section is a notebook's latest completed run in this study
 (code hidden; parameters, checkpoints and metrics are in the run folders).</p>
+{('<h2>Findings</h2><ul class="findings">' + ''.join(findings) + '</ul>') if findings else ''}
 <table><tr><th>notebook</th><th>run</th><th>completed</th><th>git commit</th><th>machine</th></tr>
 {''.join(rows)}</table>
 {''.join(sections)}

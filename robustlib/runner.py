@@ -57,7 +57,8 @@ class ParamSpec:
     help: str
 
     def check(self, value: Any) -> Any:
-        """Return ``value`` (tuples become lists) or raise naming the parameter."""
+        """Return ``value`` (tuples become lists, ints given for floats floats) or raise
+        naming the parameter."""
         accepted = _TYPES.get(self.type_name)
         if accepted is None:
             return value  # an annotation we do not police (e.g. Optional[...])
@@ -68,6 +69,8 @@ class ParamSpec:
             raise TypeError(
                 f"parameter {self.name!r} expects {self.type_name}, got {type(value).__name__} {value!r}"
             )
+        if self.type_name == "float":
+            return float(value)  # 3 and 3.0 are one setting: the same recorded value, the same run
         return list(value) if isinstance(value, tuple) else value
 
 
@@ -148,6 +151,45 @@ def validate_parameters(notebook: str | Path, params: dict | None) -> dict:
     return cls.from_dict({**values, **params}).to_dict()
 
 
+#: The most values a parameter file (or one ``-p`` value) may expand to, aliases
+#: expanded: YAML aliases let a few hundred bytes stand for gigabytes.
+MAX_YAML_VALUES = 100_000
+#: The largest parameter file read, in bytes.
+MAX_YAML_BYTES = 1_000_000
+
+
+def parse_yaml(text: str, where: str):
+    """``yaml.safe_load`` of ``text`` (no Python tags), refused when it would expand to
+    more than :data:`MAX_YAML_VALUES` values or refers to itself. ``where`` names the
+    source in errors; YAML syntax errors propagate as ``yaml.YAMLError``."""
+    value = yaml.safe_load(text)
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+
+    def count(obj) -> int:  # values as if every alias were written out, shared ones counted once each use
+        if not isinstance(obj, (dict, list)):
+            return 1
+        key = id(obj)
+        if key in sizes:
+            return sizes[key]
+        if key in visiting:
+            raise ValueError(f"{where}: a YAML alias refers to itself; accepted: plain values, lists and mappings")
+        visiting.add(key)
+        children = [*obj.keys(), *obj.values()] if isinstance(obj, dict) else obj
+        total = 1
+        for child in children:
+            total += count(child)
+            if total > MAX_YAML_VALUES:
+                raise ValueError(f"{where} expands to more than {MAX_YAML_VALUES:,} values (YAML aliases); "
+                                 "accepted: a parameter set written out")
+        visiting.discard(key)
+        sizes[key] = total
+        return total
+
+    count(value)
+    return value
+
+
 def load_params(path_or_name: str | Path) -> dict:
     """Load a params YAML (``params/<name>.yaml`` when given a bare name)."""
     path = Path(path_or_name)
@@ -156,7 +198,9 @@ def load_params(path_or_name: str | Path) -> dict:
     if not path.exists():
         available = sorted(p.stem for p in paths.params_dir().glob("*.yaml"))
         raise FileNotFoundError(f"no params file {str(path_or_name)!r}; built-in sets: {available}")
-    data = yaml.safe_load(path.read_text()) or {}
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size:,} bytes; a params file may hold {MAX_YAML_BYTES:,}")
+    data = parse_yaml(path.read_text(), str(path)) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a params file must be a mapping, got {type(data).__name__}")
     return data
@@ -176,7 +220,11 @@ def run_notebook(
     its study reads (``inputs``), and is named from them; the kernel gets the same
     parameters plus ``study`` and ``run_dir``, so the notebook records into this run.
     The run's folder gets the executed notebook (``notebook.ipynb``). A failing notebook
-    marks the run failed, keeps the partly executed notebook, and raises ``RuntimeError``.
+    marks a run that never completed failed and keeps its partly executed notebook; a
+    completed run that is run again and fails stays completed with its notebook, the
+    failed attempt kept as ``notebook.failed.ipynb``. Raises ``RuntimeError`` either
+    way, and :class:`robustlib.record.RunBusyError` when another process is executing
+    the run.
     """
     import papermill
 
@@ -191,19 +239,26 @@ def run_notebook(
         cfg = cls.from_dict(resolved)
         recorded = cfg.record(cfg.resolve_inputs(study))
     run = RunStore().create_run(study, recorded, name=name, notebook=path.stem)
-    out = run.path / "notebook.ipynb"
-    run.mark_running()
+    run.lock()  # one process executes a run at a time; RunBusyError names the holder
+    # Executed into a temporary file, put in place once it ran through: a rerun that is
+    # killed or fails leaves the run's last good notebook (and a completed run completed).
+    out, partial = run.path / "notebook.ipynb", run.path / ".notebook.running.ipynb"
     log.info("running %s into %s", path.name, run.path)
     try:
         papermill.execute_notebook(
-            str(path), str(out), parameters={**resolved, "study": study, "run_dir": str(run.path)},
+            str(path), str(partial), parameters={**resolved, "study": study, "run_dir": str(run.path)},
             kernel_name=kernel_name, cwd=str(run.path), progress_bar=progress, report_mode=False,
         )
     except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
+        if partial.exists():
+            partial.replace(run.path / "notebook.failed.ipynb" if run.completed else out)
         run.mark_failed(err)
         raise RuntimeError(f"{path.name} failed in run {run.path}: {err}") from err
-    if not run.completed:  # notebooks normally mark themselves; make sure
-        run.mark_completed()
+    except BaseException:
+        run.unlock()
+        raise
+    partial.replace(out)
+    run.mark_completed()  # notebooks normally mark themselves; this also drops the lock
     return run
 
 

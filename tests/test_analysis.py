@@ -414,3 +414,50 @@ def test_before_after_summary():
         analysis.before_after(_defended_table(), 7)
     with pytest.raises(ValueError, match="empty"):
         analysis.before_after(_defended_table().iloc[:0])
+
+
+def _one_valid_row():
+    return {"asr": 0.5, "iteration": 1, "model_size": 7629056, "seed_idx": 0, "flops_per_iteration": 10.0,
+            "dataset_n_val": 2, "adversarial_eval_n_correct_pre_attack": 2.0,
+            "model_name_or_path": "AlignmentResearch/robust_llm_pythia-14m_clf_pm_v-x_s-0"}
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"asr": "high"}, "column 'asr' holds values that are not numbers: \\['high'\\]"),
+        ({"iteration": "one"}, "column 'iteration' holds values that are not numbers"),
+        ({"iteration": None}, "column 'iteration' has 1 empty cells"),
+        ({"model_size": "big"}, "column 'model_size' holds values that are not numbers"),
+        ({"seed_idx": None}, "column 'seed_idx' has 1 empty cells"),
+        ({"flops_per_iteration": "x"}, "column 'flops_per_iteration'"),
+        ({"dataset_n_val": None, "drop": "dataset_n_val"}, "lacks a n_examples column"),
+        ({"drop": "model_size"}, "lacks a num_params column; looked for \\['num_params', 'model_size'\\]"),
+        ({"drop": "seed_idx"}, "lacks a seed column"),
+        ({"drop": "model_name_or_path"}, "lacks a model_path column"),
+        ({"drop": "adversarial_eval_n_correct_pre_attack"}, "lacks a n_attacked column"),
+    ],
+)
+def test_a_bad_released_table_names_the_column(tmp_path, change, match):
+    row = _one_valid_row()
+    drop = change.pop("drop", None)
+    row.update(change)
+    if drop:
+        row.pop(drop)
+    pd.DataFrame([row]).to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(ValueError, match=match):
+        analysis.load_paper_results(tmp_path / "t.csv")
+
+
+def test_empty_and_binary_files(tmp_path, caplog):
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(ValueError, match="empty.csv cannot be read as a CSV table"):
+        analysis.load_paper_results(tmp_path / "empty.csv")
+    (tmp_path / "binary.csv").write_bytes(b"\x00\x01\x02\xff\xfe")
+    with pytest.raises(ValueError, match="binary.csv cannot be read as a CSV table.*UnicodeDecodeError"):
+        analysis.load_paper_results(tmp_path / "binary.csv")
+    # in a folder, an unreadable file is skipped with a warning; the good ones load
+    pd.DataFrame([_one_valid_row()]).to_csv(tmp_path / "good.csv", index=False)
+    with caplog.at_level("WARNING", logger="robustlib.analysis"):
+        tidy = analysis.load_paper_results(tmp_path)
+    assert set(tidy["source"]) == {"good.csv"} and "empty.csv cannot be read" in caplog.text

@@ -66,6 +66,60 @@ def test_unknown_attack_lists_accepted():
         attacks.run_attack("beam_me_up", None, None, [], None)
 
 
+def _bad_run_attack_cases():
+    """(description, call) pairs: each must fail before any compute, naming the value."""
+    def examples():
+        return tasks.load_examples("password_match", "validation", n=2, seed=1)
+
+    return [
+        ("unknown attack", lambda m, t: attacks.run_attack("pgd", m, t, examples()), ValueError, "'pgd'"),
+        ("no examples", lambda m, t: attacks.run_attack("gcg", m, t, []), ValueError, "empty"),
+        ("plain strings", lambda m, t: attacks.run_attack("gcg", m, t, ["a text"]), TypeError,
+         "robustlib.tasks.Example.*example 0 is a str"),
+        ("no model", lambda m, t: attacks.run_attack("gcg", None, t, examples()), TypeError,
+         "model must be a transformers model.*NoneType"),
+        ("no tokenizer", lambda m, t: attacks.run_attack("gcg", m, None, examples()), TypeError,
+         "tokenizer must be a transformers tokenizer.*NoneType"),
+        ("unknown option", lambda m, t: attacks.run_attack("gcg", m, t, examples(), {"topk": 3}), ValueError,
+         "unknown GCGConfig key.*topk"),
+        ("config of the wrong type", lambda m, t: attacks.run_attack("gcg", m, t, examples(), "fast"), TypeError,
+         "config must be a GCGConfig, a dict or None; got str"),
+        ("another attack's config", lambda m, t: attacks.run_attack("random_token", m, t, examples(),
+                                                                    attacks.GCGConfig()), TypeError,
+         "config must be a RandomTokenConfig.*got GCGConfig"),
+        ("slot position", lambda m, t: attacks.run_attack("gcg", m, t, examples(), {"position": 0.5}), ValueError,
+         "rejects position=0.5"),
+        ("no budget", lambda m, t: attacks.run_attack("gcg", m, t, examples(), {"iterations": 0}), ValueError,
+         "iterations=0"),
+        ("empty target string", lambda m, t: attacks.run_attack("gcg", m, t, examples(), {
+            "target": "string", "target_string": ""}), ValueError, "target_string=''"),
+        ("bad seed", lambda m, t: attacks.run_attack("gcg", m, t, examples(), {"seed": "1"}), ValueError,
+         "seed='1'"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(12))
+def test_bad_run_attack_calls_fail_before_compute(case, tiny_classifier, monkeypatch):
+    from robustlib.attacks import scorer
+
+    what, call, error, match = _bad_run_attack_cases()[case]
+    monkeypatch.setattr(scorer.Scorer, "evaluate", lambda *a, **k: (_ for _ in ()).throw(AssertionError(what)))
+    model, tok = tiny_classifier
+    with pytest.raises(error, match=match):
+        call(model, tok)
+
+
+def test_a_tokenizer_larger_than_the_models_embedding_is_refused(make_tiny_classifier, zoo_tokenizer):
+    from transformers import GPTNeoXConfig, GPTNeoXForSequenceClassification
+
+    small = GPTNeoXForSequenceClassification(GPTNeoXConfig(
+        vocab_size=1000, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        num_labels=2, pad_token_id=0)).eval()
+    ex = tasks.load_examples("password_match", "validation", n=2, seed=1)
+    with pytest.raises(ValueError, match="the tokenizer has 4096 tokens but the model's input embedding has 1000"):
+        attacks.run_attack("random_token", small, zoo_tokenizer, ex)
+
+
 @pytest.mark.parametrize("position", [-0.1, 1.5, float("nan"), "end", True])
 def test_bad_position_named(position):
     with pytest.raises(ValueError, match=r"position=.*" + (r"nan" if position != position else "")) as err:
@@ -427,3 +481,34 @@ def test_step_api_and_oom_halving(zoo, examples):
         assert a.attacks == b.attacks
         assert a.losses == pytest.approx(b.losses, abs=1e-5)
         assert a.flops_paper == b.flops_paper
+
+
+SHARED_BAD = [
+    ({"iterations": 0}, "iterations=0"), ({"iterations": 2.5}, "iterations=2.5"), ({"iterations": "10"}, "'10'"),
+    ({"n_attack_tokens": -1}, "n_attack_tokens=-1"), ({"batch_examples": 0}, "batch_examples=0"),
+    ({"candidate_batch_size": True}, "candidate_batch_size=True"), ({"seed": None}, "seed=None"),
+    ({"target": "logits"}, "target='logits'"), ({"stop_on_success": "yes"}, "stop_on_success='yes'"),
+    ({"use_prefix_cache": 1}, "use_prefix_cache=1"), ({"position": 2}, "position=2"),
+]
+
+
+@pytest.mark.parametrize("name", ["gcg", "random_token", "beast"])
+@pytest.mark.parametrize("kwargs,match", SHARED_BAD + [({"nope": 1}, "unknown .*Config key")])
+def test_every_attack_config_names_a_bad_value(name, kwargs, match):
+    cls = attacks.get_config_class(name)
+    with pytest.raises(ValueError, match=match):
+        cls.from_dict(kwargs)
+
+
+@pytest.mark.parametrize(
+    "name,kwargs,match",
+    [
+        ("gcg", {"top_k": 0}, "top_k=0"), ("gcg", {"n_candidates": 1.5}, "n_candidates=1.5"),
+        ("random_token", {"resample_tries": 0}, "resample_tries=0"),
+        ("beast", {"beam_size": 0}, "beam_size=0"), ("beast", {"sampler_temperature": float("inf")}, "inf"),
+        ("beast", {"iterations": 26}, "at most n_attack_tokens=25"),
+    ],
+)
+def test_attack_specific_bad_values(name, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        attacks.get_config_class(name)(**kwargs)

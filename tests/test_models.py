@@ -129,8 +129,67 @@ def test_pick_device_names_what_is_accepted(monkeypatch):
         models.pick_device("gpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert models.pick_device("auto") == torch.device("cpu")
-    with pytest.raises(RuntimeError, match="no GPU"):
+    with pytest.raises(ValueError, match="no GPU"):
         models.pick_device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert models.pick_device("auto") == torch.device("cuda")
     assert models.pick_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"num_labels": 0}, ValueError, "num_labels=0 is invalid; accepted: an integer >= 2"),
+        ({"num_labels": 1}, ValueError, "num_labels=1"),
+        ({"num_labels": "2"}, ValueError, "num_labels='2'"),
+        ({"num_labels": 2.0}, ValueError, "num_labels=2.0"),
+        ({"seed": "0"}, ValueError, "seed='0'"),
+        ({"seed": 1.5}, ValueError, "seed=1.5"),
+        ({"dtype": "float8"}, ValueError, "unknown dtype 'float8'; accepted"),
+        ({"device": "tpu"}, ValueError, "unknown device 'tpu'; accepted"),
+        ({"name_or_path": ""}, ValueError, "model must be a preset name.*got ''"),
+        ({"name_or_path": None}, ValueError, "got None"),
+        ({"name_or_path": "./no/such/model"}, FileNotFoundError, "'./no/such/model' is neither a preset"),
+        ({"name_or_path": "zoo-9m"}, FileNotFoundError, "'zoo-9m' is neither a preset"),
+    ],
+)
+def test_bad_load_classifier_arguments_are_named(kwargs, error, match):
+    kwargs = {"name_or_path": "zoo-0.3m", **kwargs}
+    with pytest.raises(error, match=match):
+        models.load_classifier(**kwargs)
+
+
+def test_a_folder_without_a_model_and_cuda_without_a_gpu(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="holds no config.json"):
+        models.load_classifier(str(tmp_path))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device='cuda' was asked for, but torch sees no GPU"):
+        models.load_classifier("zoo-0.3m", device="cuda")
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_a_hub_model_that_cannot_load_fails_fast_and_says_why(offline, monkeypatch, tmp_path):
+    """Offline (HF_HUB_OFFLINE) or unreachable, a hub id not in the cache fails in
+    seconds, naming the model and the alternatives, instead of a minute of retries."""
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # nothing cached
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+        monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    t0 = time.time()
+    with pytest.raises(FileNotFoundError, match="'foo/bar'.*local folder") as err:
+        models.load_classifier("foo/bar")
+    assert time.time() - t0 < 15
+    assert ("HF_HUB_OFFLINE is set" in str(err.value)) == offline
+    from robustlib.studies import FinetuneStudyConfig
+
+    with pytest.raises(FileNotFoundError, match="'foo/bar'"):  # and so does a study naming it, before any kernel
+        FinetuneStudyConfig(sizes=["foo/bar"])

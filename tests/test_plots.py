@@ -75,7 +75,10 @@ def test_asr_curves_against_compute():
     area, line = spec["layer"]
     assert line["encoding"]["x"]["field"] == "attack_flops" and line["encoding"]["x"]["scale"]["type"] == "log"
     assert "logit10" in line["encoding"]["y"]["title"] and area["encoding"]["y2"]["field"] == "max"
-    assert line["encoding"]["color"]["field"] == "num_params"
+    # one colour per model, named, smallest first, from a categorical palette
+    assert line["encoding"]["color"]["field"] == "model" and line["encoding"]["color"]["sort"] == ["zoo-a", "zoo-b"]
+    assert line["encoding"]["color"]["scale"]["scheme"] == "category10"
+    assert line["encoding"]["x"]["axis"]["labelOverlap"] == "greedy"
     rows = _rows(spec, "median")
     assert len(rows) == 2 * 3 and min(r["attack_flops"] for r in rows) > 0  # iteration 0 off the log axis
     frac = plots.asr_curves(_tidy(), x="attack_flops", normalise="pretrain").to_dict()

@@ -55,8 +55,11 @@ def test_latest_picks_latest_completed_of_notebook(store):
     c.mark_completed()
     assert store.latest("st", "nb").path == b.path
     assert store.latest("st", "other").path == c.path
-    b.mark_failed("x")
-    assert store.latest("st", "nb").path == a.path
+    b.mark_failed("x")  # a failed rerun of a completed run: it stays completed, with the error
+    assert store.latest("st", "nb").path == b.path and b.status["last_error"] == "x"
+    d = store.create_run("st", {"i": 4}, notebook="other")
+    d.mark_failed("y")  # never completed: failed, never picked
+    assert d.state == "failed" and d.status["error"] == "y" and store.latest("st", "other").path == c.path
 
 
 @pytest.mark.parametrize("bad", ["", "..", "a/b", "a b", "../x", None])
@@ -126,3 +129,25 @@ def test_open_run_with_and_without_run_dir(tmp_path, monkeypatch):
         record.open_run(str(run.path), params={"k": 2})
     with pytest.raises(FileNotFoundError, match="not a run folder"):
         record.open_run(str(tmp_path / "nope"))
+
+
+def test_the_lock_is_one_process_at_a_time_and_never_stale(store, tmp_path):
+    import subprocess
+    import sys
+
+    run = store.create_run("s", {"k": 1}, name="r")
+    assert run.status["state"] == "running" and run.state == "stale"  # recorded running, nobody executing
+    run.lock()
+    assert run.busy and run.state == "running" and run.status["holder"]["pid"] == __import__("os").getpid()
+    run.lock()  # again in the same process: fine
+    code = ("import sys; from robustlib import record; run = record.Run(sys.argv[1])\n"
+            "try:\n    run.lock()\nexcept record.RunBusyError as err:\n    print('busy:', err)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(run.path)], capture_output=True, text=True, timeout=60,
+                         check=True)
+    assert out.stdout.startswith("busy: run s/r is being executed by process")
+    run.mark_completed()  # releases it
+    assert not run.busy and run.status.get("holder") is None and run.state == "completed"
+    out = subprocess.run([sys.executable, "-c", code, str(run.path)], capture_output=True, text=True, timeout=60,
+                         check=True)
+    assert out.stdout == ""  # the other process got it (and its end released it)
+    assert not run.busy

@@ -10,6 +10,12 @@ from robustlib import report, runner
 FIXTURE = Path(__file__).parent / "notebooks" / "fixture.ipynb"
 
 
+def socket_name():
+    import socket
+
+    return socket.gethostname()
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("ROBUSTLIB_RUNS", str(tmp_path / "runs"))
@@ -26,6 +32,7 @@ def test_study_report_is_self_contained(tmp_path):
     assert "data:image/svg+xml" in page or "<svg" in page  # the chart, inline
     assert report.external_references(page) == []
     assert "<script" not in page
+    assert str(tmp_path) not in page and socket_name() not in page  # no absolute paths, no host name
 
 
 def test_vegalite_outputs_become_svg():
@@ -35,8 +42,60 @@ def test_vegalite_outputs_become_svg():
         "application/vnd.vegalite.v5+json": chart.to_dict(), "text/html": "<script src='https://cdn/x.js'></script>"})]
     static = report.static_charts(nb)
     (out,) = static.cells[0].outputs
-    assert list(out["data"]) == ["image/svg+xml"] and out["data"]["image/svg+xml"].lstrip().startswith("<svg")
+    assert list(out["data"]) == ["text/html"]
+    img = out["data"]["text/html"]
+    assert img.startswith('<img src="data:image/svg+xml;base64,') and 'alt="Chart: untitled (x axis: x)"' in img
+    import base64
+
+    svg = base64.b64decode(img.split("base64,")[1].split('"')[0]).decode()
+    assert svg.lstrip().startswith("<svg")
     assert "application/vnd.vegalite.v5+json" in nb.cells[0].outputs[0]["data"]  # original untouched
+
+
+def test_alt_text_says_what_a_chart_shows():
+    from robustlib import plots
+
+    tidy = pd.DataFrame({"model": ["a", "a"], "num_params": [1, 1], "seed": [0, 0], "iteration": [0, 1],
+                         "asr": [0.0, 0.5], "n_attacked": [4, 4], "attack_flops": [0.0, 10.0]})
+    alt_text = report.chart_description(plots.asr_curves(tidy, title="GCG on spam").to_dict())
+    assert alt_text.startswith("Chart: GCG on spam (") and "x axis: attack iterations" in alt_text
+    assert "y axis: logit10(ASR)" in alt_text and "one colour per: model" in alt_text
+
+
+def test_shareable_drops_widgets_warnings_and_progress():
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("c")])
+    nb.metadata["widgets"] = {"state": "x" * 1000}
+    nb.cells[0].outputs = [
+        nbformat.v4.new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "1"},
+                                                     "text/plain": "models: 0%|"}),
+        nbformat.v4.new_output("stream", name="stderr", text=(
+            "/home/u/.venv/lib/site.py:361: FutureWarning: `x` is deprecated\n  outputs = func(x)\n"
+            "fine-tune:  50%|#####     | 2/4 [00:01<00:01, 1.9it/s]\r\n"
+            "robustlib.tasks: dropped 2 rows\n")),
+        nbformat.v4.new_output("stream", name="stderr", text="/a.py:1: UserWarning: hm\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="kept\n"),
+    ]
+    clean = report.shareable(nb)
+    outs = clean.cells[0].outputs
+    assert [o["output_type"] for o in outs] == ["stream", "stream"] and "widgets" not in clean.metadata
+    assert outs[0]["text"] == "robustlib.tasks: dropped 2 rows\n" and outs[1]["text"] == "kept\n"
+
+
+def test_tables_lose_the_row_numbers_and_show_compute_readably():
+    html = pd.DataFrame({"model": ["a", "b"], "flops": [19102864111488, 2.5e-5], "n": [156608, 3]}).to_html(
+        classes="dataframe")
+    out = report.tidy_tables(html)
+    assert ">0<" not in out.replace(">0.", "") and "1.91e13" in out and "2.5e-5" in out and "156608" in out
+    indexed = pd.DataFrame({"v": [1]}, index=["x"]).to_html()
+    assert ">x<" in report.tidy_tables(indexed)  # a meaningful index stays
+
+
+def test_paths_in_a_report_are_relative(tmp_path, monkeypatch):
+    from robustlib import paths
+
+    text = f"recording into {paths.runs_dir()}/s/r and {paths.PACKAGE_DIR} and {Path.home()}/x"
+    out = report.relative_paths(text)
+    assert str(paths.runs_dir()) not in out and "runs/s/r" in out and "~/x" in out
 
 
 def test_external_references_detected():

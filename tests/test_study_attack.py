@@ -114,3 +114,25 @@ def test_slot_tasks_refuse_other_positions(store, make_finetune_run, make_tiny_c
 
 def test_registered_as_the_notebooks_config():
     assert studies.config_class("02_attack") is study.AttackStudyConfig
+
+
+def test_a_study_moved_to_another_path_keeps_working(store, make_finetune_run, make_tiny_classifier, tmp_path):
+    """Inputs are recorded as <study>/<run> and checkpoints relative to their run: a whole
+    store moved (or copied to another machine) is read where it now is."""
+    import shutil
+
+    from robustlib import record
+
+    make_finetune_run(store, "s", {"a": make_tiny_classifier(hidden=8, layers=1)},
+                      DataSpec("password_match", "1", None, 0, 8, 4))
+    cfg = study.AttackStudyConfig(attack={"name": "random_token", "iterations": 1}, n_examples=2)
+    run = cfg.open_run("s", store=store)
+    first = study.run(cfg, run, progress=False)
+    run.mark_completed()
+    moved = record.RunStore(tmp_path / "moved")
+    shutil.move(str(store.root), str(moved.root))
+    again = cfg.open_run("s", store=moved)
+    assert again.path.parent.parent == moved.root and again.input_run("finetune_run").path.exists()
+    table = study.run(cfg, again, progress=False)
+    pd.testing.assert_frame_equal(table, first, check_like=True)  # read back from the moved tables, not redone
+    assert not any(str(store.root) in str(v) for v in table.to_numpy().ravel())

@@ -38,6 +38,13 @@ def _robustness(sizes=(("zoo-a", 100), ("zoo-b", 1000))):
         ({"budget": -1}, "budget=-1"),
         ({"convention": "fast"}, "convention='fast'.*paper"),
         ({"attack_study": 3}, "attack_study=3"),
+        ({"defense_study": None}, "defense_study=None"),
+        ({"budget": 1.5}, "budget=1.5"),
+        ({"budget": "3"}, "budget='3'"),
+        ({"thresholds": "0.5"}, "thresholds='0.5'"),
+        ({"thresholds": [0.5, 1.5]}, "thresholds=\\[0.5, 1.5\\]"),
+        ({"thresholds": [float("nan")]}, "thresholds=\\[nan\\]"),
+        ({"convention": None}, "convention=None"),
     ],
 )
 def test_bad_values(kwargs, match):

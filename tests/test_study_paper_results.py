@@ -127,6 +127,22 @@ def test_renamed_copies_give_the_same_numbers(tidy, tmp_path):
     assert again == expected and len(expected["offense_defense_pooled_slopes"]) >= 4
 
 
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"budget": 0}, "budget=0"), ({"budget": 2.5}, "budget=2.5"), ({"robustness_budget": -1}, "robustness_budget"),
+        ({"thresholds": []}, "thresholds=\\[\\]"), ({"thresholds": [0]}, "thresholds=\\[0\\]"),
+        ({"thresholds": 0.02}, "thresholds=0.02"), ({"asr_range": [0.5]}, "asr_range=\\[0.5\\]"),
+        ({"asr_range": [0.2, 0.1]}, "asr_range"), ({"asr_range": [0, 2]}, "asr_range"),
+        ({"results_dir": 3}, "results_dir=3"), ({"asr_range": ["a", "b"]}, "asr_range"),
+    ],
+)
+def test_more_bad_values(tmp_path, kwargs, match):
+    (tmp_path / "x.csv").write_text("asr,iteration\n0,0\n")
+    with pytest.raises(ValueError, match=match):
+        paper.PaperResultsConfig(**{"results_dir": str(tmp_path), **kwargs})
+
+
 def test_config_bad_values(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="missing-folder"):
         paper.PaperResultsConfig(results_dir=str(tmp_path / "missing-folder"))

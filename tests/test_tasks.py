@@ -507,6 +507,33 @@ def test_local_source_errors(tmp_path):
         load_examples("imdb", source=tmp_path / "wrong.jsonl")
 
 
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        ("", "is empty"),
+        ("text,label\n", "holds no rows"),
+        ("\x00\x01binary\x02,\n\x03\n,,,\n", "cannot be read as csv"),
+        ("text,label\nhello,3\nworld,yes\n,1\n", "of 3 rows, 1 with a blank text, 3 with a label other than the "
+                                                "integers 0 \\(HAM\\) and 1 \\(SPAM\\): '1', '3', 'yes'"),
+    ],
+)
+def test_unreadable_or_unusable_files_say_why(tmp_path, content, match):
+    path = tmp_path / "data.csv"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=match):
+        load_examples("spam", source=path)
+
+
+def test_dropped_rows_are_counted_with_their_reasons(tmp_path, caplog):
+    _write_jsonl(tmp_path / "mixed.jsonl", [{"text": "ok", "label": 0}, {"text": "fine", "label": 1},
+                                           {"text": "", "label": 1}, {"text": "odd", "label": 7}])
+    with caplog.at_level("WARNING", logger="robustlib.tasks"):
+        examples = load_examples("spam", source=tmp_path / "mixed.jsonl")
+    assert [ex.label for ex in examples] == [0, 1]
+    assert "dropped 2 of 4 rows" in caplog.text and "1 with a blank text, 1 with a label other than" in caplog.text
+    assert ": 7" in caplog.text
+
+
 def test_hub_call_arguments(monkeypatch):
     """Without a source the hub id (and data_dir) go to datasets.load_dataset; the
     dataset's "test" split serves as validation. No network: load_dataset is replaced."""

@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ..record import atomic_write
+from ..record import atomic_write, share_files
 
 
 def save_round(checkpoint_dir: Path, round_: int, model, state: dict, keep: set[int]) -> None:
@@ -29,6 +29,7 @@ def save_round(checkpoint_dir: Path, round_: int, model, state: dict, keep: set[
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(_untie(weights), str(tmp / "model.safetensors"))
     (tmp / "state.json").write_text(json.dumps(state))
+    share_files(tmp)
     tmp.rename(folder)
     atomic_write(checkpoint_dir / "latest.json", json.dumps({"round": round_}))
     # Only now is the previous round redundant (unless the caller keeps it).

@@ -16,6 +16,7 @@ Everything is importable from here (``analysis.offense_defense(...)``).
 from .fits import (
     DEFENSE,
     FIT_COLUMNS,
+    NotEnoughSignal,
     attack_scaling,
     attack_scaling_pooled,
     offense_defense,
@@ -40,7 +41,7 @@ from .tidy import (
 )
 
 __all__ = [
-    "COLUMNS", "CONVENTIONS", "DEFENSE", "FIT_COLUMNS", "FLOPS_TO_REACH", "TRAINING_COLUMNS",
+    "COLUMNS", "CONVENTIONS", "DEFENSE", "FIT_COLUMNS", "FLOPS_TO_REACH", "TRAINING_COLUMNS", "NotEnoughSignal",
     "asr_at_budget", "attack_scaling", "attack_scaling_pooled", "before_after", "compute_to_reach",
     "describe_sources", "from_lab", "interpolate_crossing", "laplace_logit10", "load_paper_results",
     "load_paper_training", "offense_defense", "require_columns", "robustness_vs_size", "summarize_fit",

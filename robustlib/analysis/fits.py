@@ -9,7 +9,11 @@
   slope below 1 means each extra decade of defense compute raises the attacker's cost
   by less than a decade: doubling both budgets favours the attacker.
 
-Every fit returns its rows as plain dicts or frames with :data:`FIT_COLUMNS`.
+Every fit returns its rows as plain dicts or frames with :data:`FIT_COLUMNS`. A fit the
+data cannot support (fewer than 3 points, or a response or predictor that never
+changes: ASR 0 everywhere, one model size) is not made: per-size fits leave that size
+out, single fits raise :class:`NotEnoughSignal` saying why, instead of printing a
+slope of 1e-16 with an R^2 of -inf and an interval from nan to nan.
 """
 
 from __future__ import annotations
@@ -18,6 +22,21 @@ import numpy as np
 import pandas as pd
 
 from .tidy import compute_to_reach, require_columns, require_one_condition, with_logit
+
+class NotEnoughSignal(ValueError):
+    """The data cannot support the fit asked for (see the module docstring)."""
+
+
+def signal(data: pd.DataFrame, y: str, x: str) -> str | None:
+    """Why ``y`` on ``x`` cannot be fitted on ``data`` (None when it can)."""
+    if len(data) < 3:
+        return f"{len(data)} point(s); a line with an interval needs 3 or more"
+    if data[y].nunique() < 2:
+        return f"{y} is {data[y].iloc[0]:.3g} at every point"
+    if data[x].nunique() < 2:
+        return f"{x} is {data[x].iloc[0]:.3g} at every point"
+    return None
+
 
 #: The columns of one fitted slope (after its labels): :func:`summarize_fit`.
 FIT_COLUMNS = ["slope", "slope_low", "slope_high", "intercept", "r2", "n", "p_value"]
@@ -45,6 +64,10 @@ def summarize_fit(result, term: str, **labels) -> pd.DataFrame:
 def _fit(data: pd.DataFrame, formula: str, term: str, **labels) -> tuple[dict, object]:
     import statsmodels.formula.api as smf
 
+    y = formula.split("~")[0].strip()
+    why = signal(data, y, term)
+    if why:
+        raise NotEnoughSignal(f"not enough signal to fit {y} on {term}: {why}")
     res = smf.ols(formula, data=data).fit()
     return _row(res, term, **labels), res
 
@@ -73,14 +96,15 @@ def attack_scaling(tidy: pd.DataFrame, by=("source", "model", "num_params"), asr
     slope). Returns ``(slopes, size_fit)``: a frame with one row per size (slope with
     95% CI, intercept, R^2, n) and the statsmodels result of ``slope ~ log_params``
     (None with fewer than 3 sizes; :func:`summarize_fit` makes it a row). A size with
-    fewer than 3 points or a single FLOP value is left out (a line through two points
-    has no interval); when none is left the frame is empty, with the same columns.
+    fewer than 3 points, a single FLOP value or a single ASR is left out (a line
+    through two points has no interval, a flat one no signal); when none is left the
+    frame is empty, with the same columns.
     """
     require_one_condition(tidy, ("source", "task", "train_attack", "attack", "round"), "attack_scaling")
     data = _scaling_points(tidy, asr_range, n)
     rows = []
     for key, g in data.groupby(list(by), sort=True):
-        if g["log_flops"].nunique() < 2 or len(g) < 3:
+        if signal(g, "logit_asr", "log_flops"):
             continue
         row, _ = _fit(g, "logit_asr ~ log_flops", "log_flops", **dict(zip(by, key)))
         rows.append(row)
@@ -89,7 +113,7 @@ def attack_scaling(tidy: pd.DataFrame, by=("source", "model", "num_params"), asr
     if len(slopes):
         slopes = slopes.sort_values("num_params").reset_index(drop=True)
         slopes["log_params"] = np.log10(slopes["num_params"].astype(float))
-        if len(slopes) >= 3:
+        if not signal(slopes, "slope", "log_params"):
             import statsmodels.formula.api as smf
 
             size_fit = smf.ols("slope ~ log_params", data=slopes).fit()
@@ -103,7 +127,7 @@ def attack_scaling_pooled(tidy: pd.DataFrame, asr_range=(0.01, 0.99), n: str = "
     require_one_condition(tidy, ("source", "task", "train_attack", "attack", "round"), "attack_scaling_pooled")
     data = _scaling_points(tidy, asr_range, n)
     if len(data) < 3:
-        raise ValueError(f"only {len(data)} points with ASR in {asr_range}; nothing to fit")
+        raise NotEnoughSignal(f"only {len(data)} points with ASR in {asr_range}; nothing to fit")
     formula = "logit_asr ~ log_flops + C(model)" if data["model"].nunique() > 1 else "logit_asr ~ log_flops"
     return _fit(data, formula, "log_flops", model="pooled")
 
@@ -178,7 +202,7 @@ def offense_defense(tidy: pd.DataFrame, threshold: float = 0.02, normalise: str 
     points["log_params"] = np.log10(points["num_params"].astype(float))
     rows = []
     for (model, n), g in points.groupby(["model", "num_params"], sort=False):
-        if len(g) >= 3 and g["log_defense"].nunique() >= 2:
+        if not signal(g, "log_attack", "log_defense"):
             row, _ = _fit(g, "log_attack ~ log_defense", "log_defense", model=model, num_params=n)
             rows.append(row)
     per_size = _fits_frame(rows, ["model", "num_params"]).sort_values("num_params").reset_index(drop=True)

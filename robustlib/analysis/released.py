@@ -80,10 +80,24 @@ def _read(file: Path) -> pd.DataFrame:
 
 
 def _col(raw: pd.DataFrame, name: str, file: Path) -> pd.Series:
-    for alt in _ALIASES[name]:
+    for alt in _ALIASES.get(name, (name,)):
         if alt in raw.columns:
             return raw[alt]
-    raise ValueError(f"{file.name} lacks a {name} column; looked for {list(_ALIASES[name])}")
+    raise ValueError(f"{file.name} lacks a {name} column; looked for {list(_ALIASES.get(name, (name,)))}")
+
+
+def _num(raw: pd.DataFrame, name: str, file: Path, dtype=float) -> pd.Series:
+    """Column ``name`` (or its aliases) as numbers; a value that is not one is an error
+    naming the file, the column and the value."""
+    col = _col(raw, name, file)
+    values = pd.to_numeric(col, errors="coerce")
+    bad = col[values.isna() & col.notna()]
+    if len(bad):
+        raise ValueError(f"{file.name}: column {col.name!r} holds values that are not numbers: "
+                         f"{list(bad.astype(str).unique()[:3])}")
+    if dtype is not float and values.isna().any():
+        raise ValueError(f"{file.name}: column {col.name!r} has {int(values.isna().sum())} empty cells")
+    return values.astype(dtype)
 
 
 def _model_name(path) -> str:
@@ -142,9 +156,9 @@ def _identity(raw: pd.DataFrame, file: Path) -> pd.DataFrame:
         "source": file.name,
         "task": paths.map(lambda p: t if (t := _task_of(p)) != "unknown" else fallback),
         "family": family, "model": models,
-        "num_params": _col(raw, "num_params", file).astype("int64"),
-        "seed": _col(raw, "seed", file).astype(int),
-        "round": _col(raw, "round", file).astype(int) if "adv_training_round" in raw.columns else 0,
+        "num_params": _num(raw, "num_params", file, "int64"),
+        "seed": _num(raw, "seed", file, int),
+        "round": _num(raw, "round", file, int) if "adv_training_round" in raw.columns else 0,
         "run_created_at": raw["run_created_at"] if "run_created_at" in raw.columns else None,
     })
 
@@ -158,8 +172,8 @@ def _training_frame(raw: pd.DataFrame, file: Path, drop_restart_glitches: bool, 
     key = raw["model_key"] if "model_key" in raw.columns else pd.Series(file.stem, index=raw.index)
     file_attack = m.group(1).lower() if (m := _TRAIN_ATTACK.search(file.stem)) else "unknown"
     out["train_attack"] = _train_attack(key, file_attack).map(lambda a: _ATTACKS.get(a, a))
-    out["defense_flops"] = raw["train_total_flops"].astype(float)
-    out["pretrain_compute"] = raw["pretrain_compute"].astype(float) if "pretrain_compute" in raw.columns else math.nan
+    out["defense_flops"] = _num(raw, "train_total_flops", file)
+    out["pretrain_compute"] = _num(raw, "pretrain_compute", file) if "pretrain_compute" in raw.columns else math.nan
     out, dups = _dedup(out, ["source", "num_params", "seed", "round"])
     out = out.sort_values(["num_params", "seed", "round"], kind="stable")
     # Cumulative compute never decreases: a drop is a restarted run's counter, not compute.
@@ -181,9 +195,9 @@ def _training_frame(raw: pd.DataFrame, file: Path, drop_restart_glitches: bool, 
 
 def _evaluation_frame(raw: pd.DataFrame, file: Path, counts: dict) -> pd.DataFrame:
     out = _identity(raw, file)
-    n_val = _col(raw, "n_examples", file).astype(float)
-    per_iteration = raw["flops_per_iteration"].astype(float) / n_val
-    iteration = raw["iteration"].astype(int)
+    n_val = _num(raw, "n_examples", file)
+    per_iteration = _num(raw, "flops_per_iteration", file) / n_val
+    iteration = _num(raw, "iteration", file, int)
     paths = _col(raw, "model_path", file).astype(str)
     # The run name says the evaluation's attack and position (``tom-016-eval-niki-170-
     # gcg-prefix-0010``: the first attack word is the evaluation's); the file name is
@@ -193,7 +207,7 @@ def _evaluation_frame(raw: pd.DataFrame, file: Path, counts: dict) -> pd.DataFra
     position = runs.map(_position_of).fillna(_position_of(file.stem))
     out = out.assign(
         attack=attack, position=position, iteration=iteration,
-        asr=raw["asr"].astype(float), n_attacked=_col(raw, "n_attacked", file).astype(float), n_examples=n_val,
+        asr=_num(raw, "asr", file), n_attacked=_num(raw, "n_attacked", file), n_examples=n_val,
         flops_per_iteration=per_iteration, attack_flops=iteration * per_iteration,
         defense_flops=np.where(out["round"] == 0, 0.0, math.nan), pretrain_compute=math.nan,
         _train_attack=_train_attack(paths, "none").map(lambda a: _ATTACKS.get(a, a)),
@@ -212,7 +226,13 @@ def _merge_counts(counts: dict, extra: dict) -> None:
 
 
 def _kind(file: Path) -> str | None:
-    header = {c.replace("/", "_") for c in pd.read_csv(file, nrows=0).columns}
+    """``"training"``, ``"evaluation"`` or None (another table), from the header;
+    ``ValueError`` naming the file when it is empty or not a CSV at all."""
+    try:
+        header = {c.replace("/", "_") for c in pd.read_csv(file, nrows=0).columns}
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ValueError(f"{file.name} cannot be read as a CSV table ({type(err).__name__}: "
+                         f"{' '.join(str(err).split())[:120]})") from None
     if "train_total_flops" in header:
         return "training"
     if {"asr", "iteration"} <= header:
@@ -224,8 +244,15 @@ def _load(path, drop_restart_glitches: bool = True, kinds=("evaluation", "traini
     """Read the CSVs under ``path`` of the wanted kinds: (evaluation frames, training
     frames, counts)."""
     evaluations, trainings, counts = [], [], {}
-    for file in csv_files(path):
-        kind = _kind(file)
+    files = csv_files(path)
+    for file in files:
+        try:
+            kind = _kind(file)
+        except ValueError as err:
+            if len(files) == 1 and Path(path).is_file():
+                raise
+            log.warning("%s; skipped", err)
+            continue
         if kind is None:
             log.warning("%s is neither an evaluation (asr, iteration) nor a training (train_total_flops) table; "
                         "skipped", file.name)

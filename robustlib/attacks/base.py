@@ -30,6 +30,7 @@ from typing import ClassVar
 
 import torch
 
+from ..runtime import flush_denormals
 from .config import TARGET_MODES, AttackConfig
 from .result import AttackResult, ExampleRecord, StepOutcome, StepReport, asr_curve
 from .scorer import RowScore, Scorer, Site
@@ -66,6 +67,8 @@ class Attack:
         self.config = cfg = self.config_class.coerce(config)
         self.examples = list(examples)
         splits = check_examples(self.examples, cfg.position)
+        check_model(model, tokenizer)
+        flush_denormals()
         self.model = model
         self.tokenizer = tokenizer
         self.index_offset = index_offset
@@ -255,6 +258,7 @@ def run_batched(cls: type[Attack], model, tokenizer, examples, config=None) -> A
     cfg = cls.config_class.coerce(config)
     examples = list(examples)
     check_examples(examples, cfg.position)
+    check_model(model, tokenizer)
     from tqdm.auto import tqdm
 
     n_batches = math.ceil(len(examples) / cfg.batch_examples)
@@ -273,12 +277,31 @@ def run_batched(cls: type[Attack], model, tokenizer, examples, config=None) -> A
     return result
 
 
+def check_model(model, tokenizer) -> None:
+    """A torch model and a tokenizer that belong together: every id the tokenizer can
+    produce must have a row in the model's input embedding (else torch fails later with
+    an IndexError deep inside the forward pass)."""
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "get_input_embeddings"):
+        raise TypeError(f"model must be a transformers model (robustlib.models.load_classifier gives one); "
+                        f"got {type(model).__name__}")
+    if not callable(tokenizer) or not hasattr(tokenizer, "batch_decode"):
+        raise TypeError(f"tokenizer must be a transformers tokenizer; got {type(tokenizer).__name__}")
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's input embedding has {rows} "
+                         "rows: they do not belong together; load the model's own tokenizer")
+
+
 def check_examples(examples, position) -> list[tuple[str, str]]:
     """``attack_split(position)`` for every example, with a clear error for an empty
     list or an example that rejects the position (e.g. a slot task given 0.5)."""
     examples = list(examples)
     if not examples:
         raise ValueError("the list of examples is empty: there is nothing to attack (need at least one example)")
+    for i, ex in enumerate(examples):
+        if not all(hasattr(ex, a) for a in ("attack_split", "text", "label", "target")):
+            raise TypeError(f"examples must be robustlib.tasks.Example objects (robustlib.tasks.load_examples or "
+                            f"Task.make_example make them); example {i} is a {type(ex).__name__}: {ex!r:.60}")
     splits = []
     for i, ex in enumerate(examples):
         try:
@@ -304,6 +327,7 @@ __all__ = [
     "allowed_token_ids",
     "asr_curve",
     "check_examples",
+    "check_model",
     "example_seed",
     "initial_attack_ids",
     "reencoding_filter",

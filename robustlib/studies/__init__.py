@@ -18,6 +18,9 @@ study records.
 
 from __future__ import annotations
 
+import logging
+
+from . import advtrain, attack, finetune, offense_defense, paper_results
 from .advtrain import AdvTrainStudyConfig
 from .attack import AttackStudyConfig
 from .base import DataSpec, StudyConfig
@@ -25,11 +28,32 @@ from .finetune import FinetuneStudyConfig
 from .offense_defense import OffenseDefenseConfig
 from .paper_results import PaperResultsConfig
 
+log = logging.getLogger("robustlib.studies")
+
 #: Study configs by notebook name.
 CONFIGS: dict[str, type[StudyConfig]] = {
     cls.notebook: cls for cls in (FinetuneStudyConfig, AttackStudyConfig, AdvTrainStudyConfig,
                                   OffenseDefenseConfig, PaperResultsConfig)
 }
+
+
+#: Study modules by notebook name (each has ``summary(metrics) -> str``).
+MODULES = {cls.notebook: module for cls, module in (
+    (FinetuneStudyConfig, finetune), (AttackStudyConfig, attack), (AdvTrainStudyConfig, advtrain),
+    (OffenseDefenseConfig, offense_defense), (PaperResultsConfig, paper_results))}
+
+
+def summarize(notebook: str, metrics: dict) -> str:
+    """A completed run's findings in words, from the metrics it recorded ('' for a
+    notebook without a study, or metrics of an older version of the lab)."""
+    module = MODULES.get(notebook)
+    if module is None or not metrics:
+        return ""
+    try:
+        return module.summary(metrics)
+    except (KeyError, TypeError, ValueError) as err:
+        log.warning("cannot summarize the %s run's metrics: %s", notebook, err)
+        return ""
 
 
 def config_class(notebook: str) -> type[StudyConfig] | None:
@@ -39,5 +63,5 @@ def config_class(notebook: str) -> type[StudyConfig] | None:
     return CONFIGS.get(notebook)
 
 
-__all__ = ["CONFIGS", "AdvTrainStudyConfig", "AttackStudyConfig", "DataSpec", "FinetuneStudyConfig",
-           "OffenseDefenseConfig", "PaperResultsConfig", "StudyConfig", "config_class"]
+__all__ = ["CONFIGS", "MODULES", "AdvTrainStudyConfig", "AttackStudyConfig", "DataSpec", "FinetuneStudyConfig",
+           "OffenseDefenseConfig", "PaperResultsConfig", "StudyConfig", "config_class", "summarize"]

@@ -259,3 +259,15 @@ def metrics(adv, summary, transfer) -> dict:
         "defense_flops_paper_total": float(adv.groupby("defended_key")["defense_flops_paper"].max().sum()),
         "transfer_cells": transfer_cells(transfer),
     }
+
+
+def summary(metrics: dict) -> str:
+    """The run's findings in words (the report's opening lines)."""
+    from ..flops import readable
+
+    worst = metrics.get("worst_after_over_before")
+    kept = (f"; every size kept at most {worst:.0%} of its ASR" if worst is not None
+            else "; no size had a non-zero ASR before training, so no ratio")
+    return (f"adversarial training of {metrics['defended_models']} models took the largest one's ASR from "
+            f"{metrics['asr_before_largest']:.0%} to {metrics['asr_after_largest']:.0%}{kept}; "
+            f"{readable(metrics['defense_flops_paper_total'])} defense FLOPs in all (paper convention).")

@@ -126,3 +126,10 @@ def metrics(cfg: AttackStudyConfig, table) -> dict:
         "attack_flops_paper_total": int(round((final["attack_flops_paper"] * attacked).sum())),
         "attack_flops_real_total": int(round((final["attack_flops_real"] * attacked).sum())),
     }
+
+
+def summary(metrics: dict) -> str:
+    """The run's findings in words (the report's opening lines)."""
+    return (f"{metrics['attack']} with {metrics['iterations']} iterations broke {metrics['asr_median_smallest']:.0%} "
+            f"of the correctly classified examples of the smallest model and {metrics['asr_median_largest']:.0%} "
+            "of the largest (medians over seeds).")

@@ -51,12 +51,16 @@ class StudyConfig(StrictConfig):
     def open_run(self, study: str = "default", run_dir: str = "", store: record.RunStore | None = None
                  ) -> record.Run:
         """The run this config records into: the runner's (``run_dir``, whose recorded
-        parameters must be these) or the one named from them and their inputs in
-        ``study`` of ``store`` (default: :func:`robustlib.paths.runs_dir`)."""
+        parameters must be these; the runner holds its lock) or the one named from them
+        and their inputs in ``study`` of ``store`` (default:
+        :func:`robustlib.paths.runs_dir`), whose lock this process then takes
+        (:class:`robustlib.record.RunBusyError` when another process is executing it)."""
         if run_dir:
             return record.open_run(run_dir, notebook=self.notebook, params=self.to_dict())
         store = store or record.RunStore()
-        return store.create_run(study, self.record(self.resolve_inputs(study, store)), notebook=self.notebook)
+        run = store.create_run(study, self.record(self.resolve_inputs(study, store)), notebook=self.notebook)
+        run.lock()  # held by this process until the run completes or fails
+        return run
 
     # -- shared value checks
     def check_positive(self, *names: str, zero: bool = False) -> None:

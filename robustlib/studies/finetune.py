@@ -13,7 +13,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import is_int
 from ..finetune import FinetuneConfig, finetune
+from ..record import share_files
 from .base import DataSpec, StudyConfig
 
 log = logging.getLogger("robustlib.studies.finetune")
@@ -58,7 +60,7 @@ class FinetuneStudyConfig(StudyConfig):
                              "(or a local model folder / hub id)")
         if len(set(self.sizes)) != len(self.sizes):
             raise self.bad("sizes", self.sizes, "distinct models", "duplicates")
-        if not self.seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds):
+        if not self.seeds or not all(is_int(s) for s in self.seeds):
             raise self.bad("seeds", self.seeds, "a non-empty list of integers")
         if len(set(self.seeds)) != len(self.seeds):
             raise self.bad("seeds", self.seeds, "distinct integers", "duplicates")
@@ -72,6 +74,10 @@ class FinetuneStudyConfig(StudyConfig):
             # Absolute: kernels run in the run's folder, not where the path was typed.
             self.data_source = str(path.resolve())
         self.training(seed=0)  # validates the training settings
+        models.pick_device(self.device)  # 'cuda' without a GPU: refused here, before any kernel
+        for size in self.sizes:
+            if models.is_hub_id(size):  # offline or unreachable: fail now, not after a minute of retries
+                models.check_hub_model(models.PRESETS[size].source if size in models.PRESETS else size)
 
     def training(self, seed: int) -> FinetuneConfig:
         return FinetuneConfig(
@@ -119,7 +125,9 @@ def run(cfg: FinetuneStudyConfig, run, progress: bool = True):
         key = model_key(size, seed)
         checkpoint = ""
         if cfg.save_checkpoints:
-            checkpoint = run.relative(models.save_classifier(model, tokenizer, run.artifact_path("models", key)))
+            folder = models.save_classifier(model, tokenizer, run.artifact_path("models", key))
+            share_files(folder)
+            checkpoint = run.relative(folder)
         preset = models.PRESETS.get(size)
         done[key] = {
             "model_key": key, "model": size, "family": preset.family if preset else "custom", "seed": seed,
@@ -165,3 +173,12 @@ def summarize(table):
     g = table.groupby(["model", "num_params"], as_index=False)["val_accuracy"]
     out = g.agg(median="median", min="min", max="max", seeds="count")
     return out.sort_values("num_params").reset_index(drop=True)
+
+
+def summary(metrics: dict) -> str:
+    """The run's findings in words (the report's opening lines)."""
+    from ..flops import readable
+
+    return (f"fine-tuned {metrics['models']} models; the largest size reached a median validation accuracy of "
+            f"{metrics['val_accuracy_median_largest']:.2f}, for {readable(metrics['train_flops_paper_total'])} training "
+            "FLOPs in all (paper convention).")

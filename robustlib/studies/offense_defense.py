@@ -71,14 +71,27 @@ def fit_offense_defense(defense, thresholds):
     return fits, points, skipped
 
 
-def metrics(budget: int, robustness_row: dict, slopes, fits) -> dict:
-    """What the notebook records: the budget, the robustness-vs-size slope, the
-    attack-scaling slope per size and the pooled offense/defense slopes."""
+def metrics(budget: int, robustness_row: dict | None, slopes, fits) -> dict:
+    """What the notebook records: the budget, the robustness-vs-size slope (None: not
+    enough signal to fit), the attack-scaling slope per size and the pooled
+    offense/defense slopes."""
     pooled = fits[fits["model"] == "pooled"] if len(fits) else fits
     return {
         "budget": budget,
-        "robustness_vs_size_slope": robustness_row["slope"],
+        "robustness_vs_size_slope": None if robustness_row is None else robustness_row["slope"],
         "attack_scaling_slopes": dict(zip(slopes["model"], slopes["slope"].round(4))),
         "offense_defense_pooled_slopes": {f"{r['threshold']} {r['scale']}": round(r["slope"], 4)
                                           for r in pooled.to_dict("records")},
     }
+
+
+def summary(metrics: dict) -> str:
+    """The run's findings in words (the report's opening lines)."""
+    slopes = metrics.get("offense_defense_pooled_slopes") or {}
+    flops = {k.split()[0]: v for k, v in slopes.items() if k.endswith(" FLOPs")}
+    if not flops:
+        return ("no adversarially trained model reached the thresholds within its attack budget, so there is no "
+                "offense/defense fit (raise the budgets or lower the thresholds).")
+    said = ", ".join(f"{float(t):.0%} ASR: {s:.2f}" for t, s in flops.items())
+    return (f"pooled offense/defense slopes (log attack FLOPs to reach the ASR per log defense FLOPs) {said}; "
+            "below 1, doubling both budgets favours the attacker.")

@@ -182,3 +182,11 @@ def metrics(tidy: pd.DataFrame, at_budget: pd.DataFrame, slopes: pd.DataFrame, f
         "offense_defense_pooled_slopes": {f"{r['pair']} @ {r['threshold']}": round(r["slope"], 6)
                                           for r in pooled.to_dict("records")},
     }
+
+
+def summary(metrics: dict) -> str:
+    """The run's findings in words (the report's opening lines)."""
+    slopes = metrics.get("offense_defense_pooled_slopes") or {}
+    said = "; ".join(f"{k}: {v:.2f}" for k, v in list(slopes.items())[:4])
+    return (f"{metrics['sources']} released tables; pooled offense/defense slopes {said or 'none fitted'}"
+            + (" (below 1: doubling both budgets favours the attacker)." if slopes else "."))

@@ -130,9 +130,21 @@ def _load_file(path: Path):
     import datasets
 
     builder = _FILE_BUILDERS[path.suffix.lower()]
+    if path.stat().st_size == 0:
+        raise ValueError(f"source file {str(path)!r} is empty; a {builder} file with one row per example is needed")
     # Arrow conversions of local files go to the lab's cache, not the user's HF cache.
     cache = paths.cache_dir() / "hf-datasets"
-    return datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=str(cache))
+    try:
+        rows = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=str(cache))
+    except ValueError as err:  # a header and no rows: "Instruction 'train' corresponds to no data!"
+        raise ValueError(f"source file {str(path)!r} holds no rows ({err})") from None
+    except Exception as err:  # the builder could not parse it (binary, ragged, bad JSON)  # noqa: BLE001
+        cause = err.__cause__ or err
+        raise ValueError(f"source file {str(path)!r} cannot be read as {builder}: "
+                         f"{' '.join(str(cause).split())[:300]}") from None
+    if len(rows) == 0:
+        raise ValueError(f"source file {str(path)!r} holds no rows")
+    return rows
 
 
 def _pick_split(splits: Iterable[str], split: str, where: str) -> str:
@@ -240,15 +252,18 @@ def _load_text_label(task: Task, split: str, n: int | None, seed: int, source) -
     _require_columns(rows, task, ("text", "label"), source)
     columns = rows.select_columns(["text", "label"]).to_dict()
     texts, labels = columns["text"], columns["label"]
-    usable = [
-        i
-        for i, (text, label) in enumerate(zip(texts, labels))
-        if _is_text(text) and not isinstance(label, bool) and label in (0, 1)
-    ]
-    if len(usable) < len(texts):
-        dropped = len(texts) - len(usable)
-        logger.warning("%s %s: dropped %d rows with a missing text or label", task.name, split, dropped)
+    blank = [i for i, text in enumerate(texts) if not _is_text(text)]
+    other = [i for i, label in enumerate(labels) if isinstance(label, bool) or label not in (0, 1)]
+    usable = sorted(set(range(len(texts))) - set(blank) - set(other))
     where = task.source if source is None else str(source)
+    why = (f"{len(blank)} with a blank text, {len(other)} with a label other than the integers 0 "
+           f"({task.class_strings[0].strip()}) and 1 ({task.class_strings[1].strip()})"
+           + (f": {', '.join(sorted({repr(labels[i]) for i in other})[:8])}" if other else ""))
+    if not usable:
+        raise ValueError(f"{task.name} {split}: no usable examples in {where}: of {len(texts)} rows, {why}")
+    if len(usable) < len(texts):
+        logger.warning("%s %s: dropped %d of %d rows of %s: %s", task.name, split, len(texts) - len(usable),
+                       len(texts), where, why)
     keep = _subsample(task, split, n, seed, len(usable), where)
     return [task.make_example(int(labels[usable[k]]), text=texts[usable[k]]) for k in keep]
 
