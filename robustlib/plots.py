@@ -32,7 +32,9 @@ from .analysis import require_columns, with_logit
 # Log axes: SI-style labels for sizes (156k, 2.6M), exponents for compute (1e13), and
 # labels that would overlap dropped rather than drawn over each other.
 _PARAMS_AXIS = alt.Axis(format="~s", labelOverlap="greedy")
-_FLOPS_AXIS = alt.Axis(format=".0e", labelOverlap="greedy")
+_FLOPS_AXIS = alt.Axis(labelOverlap="greedy", labelExpr=(  # powers of ten only, written 1e13
+    "abs(log(datum.value) / LN10 - round(log(datum.value) / LN10)) < 1e-6 ? "
+    "'1e' + round(log(datum.value) / LN10) : ''"))
 
 
 def _params_x(title: str = "parameters") -> alt.X:
@@ -78,15 +80,54 @@ def accuracy_vs_params(table: pd.DataFrame, title: str = "Validation accuracy vs
     return (band + line + points).properties(title=title, width=420, height=280)
 
 
+def describe(spec: dict) -> str:
+    """Alt text for a vega-lite ``spec``: its title and what its axes and colours show."""
+    titles, axes = [], {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            title = node.get("title")
+            if isinstance(title, str):
+                titles.append(title)
+            elif isinstance(title, dict) and isinstance(title.get("text"), str):
+                titles.append(title["text"])
+            for channel in ("x", "y", "color", "column", "row"):
+                enc = (node.get("encoding") or {}).get(channel)
+                if isinstance(enc, dict) and (channel not in axes or (enc.get("title") and not axes[channel][0])):
+                    axes[channel] = (enc.get("title"), enc.get("field"))  # a titled layer wins
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(spec)
+    what = {"x": "x axis", "y": "y axis", "color": "one colour per", "column": "one panel per", "row": "rows by"}
+    parts = [f"{what[c]}: {title or field}" for c, (title, field) in axes.items()
+             if isinstance(title or field, str) and (title or field)]
+    return f"Chart: {titles[0] if titles else 'untitled'}" + (f" ({'; '.join(parts)})" if parts else "")
+
+
+def _described_svg(spec: dict, **metadata):
+    """Altair's SVG renderer, with the chart's :func:`describe` text recorded as the
+    output's alt text (the report shows it; an image without one says nothing)."""
+    from altair.vegalite.v6.display import svg_renderer
+
+    return svg_renderer(spec, **metadata), {"image/svg+xml": {"alt": describe(spec)}}
+
+
 def use_notebook_renderer() -> None:
-    """Show charts as inline SVG rendered by vl-convert.
+    """Show charts as inline SVG rendered by vl-convert, each with alt text saying what
+    it shows (:func:`describe`). A notebook calls this itself: importing the module
+    changes nothing.
 
     Why not vega-lite data: Altair 6 emits it under ``application/vnd.vegalite.v6.json``,
     which nbformat's schema rejects (JSON outputs must end in ``+json``), so Papermill
     cannot save the executed notebook; and the default HTML renderer loads vega from
     a CDN, which offline reports must not. SVG is valid, static and self-contained.
     """
-    alt.renderers.enable("svg")
+    alt.renderers.register("robustlib-svg", _described_svg)
+    alt.renderers.enable("robustlib-svg")
 
 
 def asr_curves(tidy: pd.DataFrame, x: str = "iteration", title: str | None = None,

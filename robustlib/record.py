@@ -50,7 +50,7 @@ _PACKAGES = ("robustlib", "torch", "transformers", "datasets", "accelerate", "to
 
 def check_name(kind: str, value: str) -> str:
     """Study and run names become folder names: letters, digits, ``_ . -`` only."""
-    if not isinstance(value, str) or not _NAME.match(value) or value in (".", ".."):
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or value in (".", ".."):
         raise ValueError(f"invalid {kind} name {value!r}; accepted: letters, digits, '_', '.', '-'")
     return value
 

@@ -32,6 +32,7 @@ import nbformat
 
 from . import paths
 from .flops import readable
+from .plots import describe
 from .record import RunStore, atomic_write, check_name
 
 log = logging.getLogger("robustlib.report")
@@ -64,34 +65,6 @@ _WIDGET = "application/vnd.jupyter.widget-view+json"
 _WARNING = re.compile(r"^.*:\d+: \w*Warning: .*\n(?:[ \t]+\S.*\n)?", re.M)
 
 
-def chart_description(spec: dict) -> str:
-    """Alt text for a vega-lite ``spec``: its title and what its axes and colours show."""
-    titles, axes = [], {}
-
-    def walk(node):
-        if isinstance(node, dict):
-            title = node.get("title")
-            if isinstance(title, str):
-                titles.append(title)
-            elif isinstance(title, dict) and isinstance(title.get("text"), str):
-                titles.append(title["text"])
-            for channel in ("x", "y", "color", "column", "row"):
-                enc = (node.get("encoding") or {}).get(channel)
-                if isinstance(enc, dict) and (channel not in axes or (enc.get("title") and not axes[channel][0])):
-                    axes[channel] = (enc.get("title"), enc.get("field"))  # a titled layer wins
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(spec)
-    what = {"x": "x axis", "y": "y axis", "color": "one colour per", "column": "one panel per", "row": "rows by"}
-    parts = [f"{what[c]}: {title or field}" for c, (title, field) in axes.items()
-             if isinstance(title or field, str) and (title or field)]
-    return f"Chart: {titles[0] if titles else 'untitled'}" + (f" ({'; '.join(parts)})" if parts else "")
-
-
 def _svg_image(svg: str, alt: str) -> str:
     encoded = base64.b64encode(svg.encode("utf-8")).decode("ascii")
     return f'<img src="data:image/svg+xml;base64,{encoded}" alt="{html.escape(alt)}">'
@@ -104,8 +77,9 @@ def _clean_stderr(text: str) -> str:
 
 
 def static_charts(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """A copy of ``nb`` whose vega-lite outputs are inline SVG images with alt text
-    (:func:`chart_description`); nothing else of those outputs is kept."""
+    """A copy of ``nb`` whose charts (vega-lite or SVG outputs) are inline SVG images
+    with alt text (:func:`robustlib.plots.describe`, or what the notebook's renderer
+    recorded); nothing else of those outputs is kept."""
     nb = copy.deepcopy(nb)
     for cell in nb.cells:
         for out in cell.get("outputs", []):
@@ -114,8 +88,14 @@ def static_charts(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
             if key is None:
                 continue
             svg = _vegalite_to_svg(data[key], _VEGALITE.match(key).group(1))
-            out["data"] = {"text/html": _svg_image(svg, chart_description(data[key]))}
+            out["data"] = {"text/html": _svg_image(svg, describe(data[key]))}
             out["metadata"] = {}
+        for out in cell.get("outputs", []):  # SVG the notebook rendered itself: the alt text it recorded
+            svg = out.get("data", {}).get("image/svg+xml")
+            if svg is not None:
+                alt = (out.get("metadata", {}).get("image/svg+xml") or {}).get("alt") or "Chart"
+                out["data"] = {"text/html": _svg_image(svg if isinstance(svg, str) else "".join(svg), alt)}
+                out["metadata"] = {}
     return nb
 
 

@@ -97,7 +97,10 @@ def _comments(source: str) -> dict[int, str]:
 def notebook_parameters(notebook: str | Path) -> dict[str, ParamSpec]:
     """The parameters a notebook declares, in order."""
     path = resolve_notebook(notebook)
-    nb = nbformat.read(path, as_version=4)
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as err:  # not JSON, not a notebook  # noqa: BLE001
+        raise ValueError(f"{path.name} is not a readable notebook: {' '.join(str(err).split())[:200]}") from None
     cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
         raise ValueError(f"{path.name} has {len(cells)} cells tagged 'parameters'; the contract wants exactly 1")
@@ -109,10 +112,13 @@ def notebook_parameters(notebook: str | Path) -> dict[str, ParamSpec]:
             raise ValueError(
                 f"{path.name}: parameters cell line {node.lineno} is not 'name: type = literal'"
             )
+        try:
+            default = ast.literal_eval(node.value)
+        except ValueError:
+            raise ValueError(f"{path.name}: parameters cell line {node.lineno}: the default of "
+                             f"{node.target.id!r} must be a literal (a number, string, list, ...)") from None
         specs[node.target.id] = ParamSpec(
-            name=node.target.id,
-            type_name=ast.unparse(node.annotation),
-            default=ast.literal_eval(node.value),
+            name=node.target.id, type_name=ast.unparse(node.annotation), default=default,
             help=comments.get(node.lineno, ""),
         )
     return specs

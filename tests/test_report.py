@@ -57,7 +57,7 @@ def test_alt_text_says_what_a_chart_shows():
 
     tidy = pd.DataFrame({"model": ["a", "a"], "num_params": [1, 1], "seed": [0, 0], "iteration": [0, 1],
                          "asr": [0.0, 0.5], "n_attacked": [4, 4], "attack_flops": [0.0, 10.0]})
-    alt_text = report.chart_description(plots.asr_curves(tidy, title="GCG on spam").to_dict())
+    alt_text = plots.describe(plots.asr_curves(tidy, title="GCG on spam").to_dict())
     assert alt_text.startswith("Chart: GCG on spam (") and "x axis: attack iterations" in alt_text
     assert "y axis: logit10(ASR)" in alt_text and "one colour per: model" in alt_text
 
@@ -112,3 +112,36 @@ def test_missing_study_and_chart_suffix(tmp_path):
     assert report.export_chart(chart, tmp_path / "c.svg").read_text().lstrip().startswith("<svg")
     html = report.export_chart(chart, tmp_path / "c.html").read_text()
     assert report.external_references(html) == []
+
+
+def test_the_report_opens_with_the_findings_in_words(tmp_path):
+    run = runner.run_notebook(FIXTURE, {}, study="rep", progress=False)
+    run._set_status(notebook="01_finetune")  # as if it were a fine-tuning run with its metrics
+    run.log_metrics(models=8, val_accuracy_median_largest=0.9575, train_flops_paper_total=115720964849664)
+    page = report.export_study("rep").read_text()
+    findings = page[page.index("<h2>Findings</h2>"):page.index("</ul>")]
+    assert "fine-tuned 8 models" in findings and "0.96" in findings and "1.16e14" in findings
+    assert page.index("Findings") < page.index('<section class="notebook"')
+
+
+@pytest.mark.parametrize("notebook,metrics,says", [
+    ("02_attack", {"attack": "gcg", "iterations": 10, "asr_median_smallest": 0.96, "asr_median_largest": 0.84},
+     ["gcg with 10 iterations", "96%", "84%"]),
+    ("03_adversarial_training", {"defended_models": 4, "asr_before_largest": 0.84, "asr_after_largest": 0.17,
+                                 "worst_after_over_before": 0.2, "defense_flops_paper_total": 5e14},
+     ["4 models", "84% to 17%", "at most 20%", "5e14"]),
+    ("04_offense_defense", {"offense_defense_pooled_slopes": {"0.1 FLOPs": 1.25, "0.25 FLOPs": 0.5,
+                                                              "0.1 fraction of pretraining": 1.2}},
+     ["10% ASR: 1.25", "25% ASR: 0.50"]),
+    ("04_offense_defense", {"offense_defense_pooled_slopes": {}}, ["no offense/defense fit"]),
+    ("05_paper_results", {"sources": 18, "offense_defense_pooled_slopes": {"pythia pm @ 0.05": 0.66}},
+     ["18 released tables", "0.66"]),
+    ("fixture", {"value": 1}, []),
+    ("02_attack", {"an": "old version"}, []),
+])
+def test_each_study_says_what_it_found(notebook, metrics, says):
+    from robustlib import studies
+
+    said = studies.summarize(notebook, metrics)
+    assert all(s in said for s in says), said
+    assert bool(said) == bool(says)

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -164,6 +165,12 @@ notebooks: {01_finetune: {sizes: [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]}}
 """
 
 
+def _notebook(*parameter_cells):
+    cells = [{"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {"tags": ["parameters"]},
+              "outputs": [], "source": src} for i, src in enumerate(parameter_cells)]
+    return json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+
+
 def _files(tmp_path):
     files = {
         "bomb.yaml": BOMB,
@@ -175,6 +182,14 @@ def _files(tmp_path):
         "extra.yaml": "study: x\nnotebooks: {}\nstudies: []\n",
         "badparam.yaml": "study: x\nnotebooks: {01_finetune: {n_train: 0}}\n",
         "badstudy.yaml": "study: ../x\nnotebooks: {01_finetune: {}}\n",
+        "nblist.yaml": "study: x\nnotebooks: [01_finetune]\n",
+        "unknownnb.yaml": "study: x\nnotebooks: {99_nothing: {}}\n",
+        "badtype.yaml": "study: x\nnotebooks: {02_attack: {n_examples: many}}\n",
+        "notebook.ipynb": "{not json",
+        "noparams.ipynb": json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}),
+        "untyped.ipynb": _notebook("x = 3"),
+        "twice.ipynb": _notebook("x: int = 3  # a", "y: int = 4  # b"),
+        "call.ipynb": _notebook("x: int = int(3)  # a"),
     }
     for name, text in files.items():
         (tmp_path / name).write_text(text)
@@ -203,9 +218,30 @@ def _files(tmp_path):
         (["pipeline", "{d}/badparam.yaml"], "n_train=0"),
         (["pipeline", "{d}/badstudy.yaml"], "invalid study name '../x'"),
         (["pipeline", "{d}/bomb.yaml"], "expands to more than"),
+        (["pipeline", "{d}/missing.yaml"], "no params file"),
+        (["pipeline", "{d}/nblist.yaml"], "needs a 'notebooks' mapping"),
+        (["pipeline", "{d}/unknownnb.yaml"], "unknown notebook '99_nothing'"),
+        (["pipeline", "{d}/badtype.yaml"], "n_examples='many'"),
         (["report", "nothing-here"], "no completed notebook runs"),
         (["report", ".."], "invalid study name '..'"),
+        (["report", "."], "invalid study name '.'"),
+        (["report", ""], "invalid study name ''"),
+        (["report", "a/b"], "invalid study name 'a/b'"),
+        (["report", "a b"], "invalid study name 'a b'"),
+        (["report", "/etc"], "invalid study name '/etc'"),
+        (["report", "ünï"], "invalid study name 'ünï'"),
+        (["report", "../runs"], "invalid study name '../runs'"),
+        (["report", "x" * 3 + "\n"], "invalid study name"),
         (["params", "99_nothing"], "unknown notebook '99_nothing'"),
+        (["params", "{d}/nothing.ipynb"], "unknown notebook"),
+        (["params", "{d}/notebook.ipynb"], "notebook.ipynb"),
+        (["params", "{d}/noparams.ipynb"], "has 0 cells tagged 'parameters'"),
+        (["params", "{d}/twice.ipynb"], "has 2 cells tagged 'parameters'"),
+        (["params", "{d}/untyped.ipynb"], "is not 'name: type = literal'"),
+        (["params", "{d}/call.ipynb"], "call.ipynb"),
+        (["params", "{d}/badtype.yaml"], "unknown notebook"),
+        (["params", ""], "unknown notebook"),
+        (["params", "../README"], "unknown notebook"),
     ],
 )
 def test_every_cli_verb_refuses_bad_input_in_one_line(argv, message, tmp_path, capsys, monkeypatch):

@@ -151,3 +151,13 @@ def test_notebooks_call_their_study_and_name_no_source_file():
         (ROOT / "notebooks" / "05_paper_results.ipynb").read_text())["cells"])
     for fragment in (".csv", "tom_", "oskar_", "ian_", "niki_", "pythia_pm"):
         assert fragment not in paper
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "params").glob("*.yaml")))
+def test_every_parameter_file_validates(name):
+    """The shipped pipeline files are valid against today's study configs (checked as
+    the runner checks them, before any kernel)."""
+    data = runner.load_params(name)
+    assert set(data) <= {"study", "notebooks"} and data["notebooks"]
+    for notebook, params in data["notebooks"].items():
+        runner.validate_parameters(notebook, params or {})

@@ -105,6 +105,11 @@ def test_study_records_robustness_and_transfer(tiny_models, store, make_finetune
     summary = analysis.before_after(analysis.from_lab(rob), 2)
     assert len(summary) == 4 and set(summary["rounds"]) == {2, 3}
 
+    # Round checkpoints share the store's file mode (safetensors writes 0600 by itself).
+    ck = run.artifact_path("advtrain", "a__seed0__gcg@1")
+    modes = {p.stat().st_mode & 0o777 for p in ck.rglob("*") if p.is_file()}
+    assert len(modes) == 1, modes
+
     # Resume: everything is recorded, so nothing is recomputed.
     from robustlib import attacks
 

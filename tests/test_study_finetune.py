@@ -77,7 +77,10 @@ def test_study_records_checkpoints_data_and_resumes_without_retraining(store, mo
     # Checkpoints are recorded relative to the run, as safetensors, and reload.
     assert resumed.iloc[1]["checkpoint"] == "artifacts/models/zoo-0.3m__seed1"
     model, tok = models.load_classifier(str(run.resolve(resumed.iloc[1]["checkpoint"])))
-    assert (run.resolve(resumed.iloc[1]["checkpoint"]) / "model.safetensors").exists()
+    folder = run.resolve(resumed.iloc[1]["checkpoint"])
+    assert (folder / "model.safetensors").exists()
+    modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+    assert len(set(modes.values())) == 1, modes  # weights are as readable as everything else in the store
     assert sum(p.numel() for p in model.parameters()) == resumed.iloc[1]["num_params"]
     # What later studies read: the data it used, and the models with absolute checkpoints.
     assert DataSpec.of_run(run) == DataSpec("password_match", "1", None, 0, 16, 8)

@@ -23,6 +23,7 @@ import pandas as pd
 
 from .tidy import compute_to_reach, require_columns, require_one_condition, with_logit
 
+
 class NotEnoughSignal(ValueError):
     """The data cannot support the fit asked for (see the module docstring)."""
 

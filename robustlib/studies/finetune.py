@@ -179,6 +179,6 @@ def summary(metrics: dict) -> str:
     """The run's findings in words (the report's opening lines)."""
     from ..flops import readable
 
+    flops = readable(metrics["train_flops_paper_total"])
     return (f"fine-tuned {metrics['models']} models; the largest size reached a median validation accuracy of "
-            f"{metrics['val_accuracy_median_largest']:.2f}, for {readable(metrics['train_flops_paper_total'])} training "
-            "FLOPs in all (paper convention).")
+            f"{metrics['val_accuracy_median_largest']:.2f}, for {flops} training FLOPs in all (paper convention).")
