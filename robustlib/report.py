@@ -119,27 +119,29 @@ def shareable(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def tidy_tables(body: str) -> str:
-    """pandas tables without their row-number column, and numbers of 1e6 or more (or
-    under 1e-3) in engineering notation."""
+    """pandas tables without their row numbers (an unnamed integer index), numbers of
+    1e6 or more (or under 1e-3) in engineering notation, and long decimals cut to 3
+    places (``0.909091`` -> ``0.909``)."""
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(body, features="html.parser")
     big = re.compile(r"^-?(?:\d{7,}(?:\.\d*)?|\d+(?:\.\d+)?e[+-]?\d+|0\.000\d+)$", re.I)
+    long = re.compile(r"^-?\d+\.\d{4,}$")
     for table in soup.select("table.dataframe"):
         rows = table.select("tbody tr")
         firsts = [r.find(["th", "td"]) for r in rows]
-        if rows and all(f is not None and f.name == "th" for f in firsts) and \
-                [f.get_text(strip=True) for f in firsts] == [str(i) for i in range(len(rows))]:
-            for f in firsts:
-                f.decompose()
-            for head in table.select("thead tr"):
-                first = head.find(["th", "td"])
-                if first is not None and not first.get_text(strip=True):
-                    first.decompose()
+        heads = [h.find(["th", "td"]) for h in table.select("thead tr")]
+        unnamed = all(h is not None and not h.get_text(strip=True) for h in heads)
+        if rows and unnamed and all(f is not None and f.name == "th" and f.get_text(strip=True).isdigit()
+                                    for f in firsts):
+            for cell in [*firsts, *heads]:
+                cell.decompose()
         for td in table.select("td"):
             text = td.get_text(strip=True)
             if big.match(text) and float(text) != 0:
                 td.string = readable(float(text))
+            elif long.match(text):
+                td.string = f"{float(text):.3f}".rstrip("0").rstrip(".")
     return str(soup)
 
 

@@ -88,6 +88,11 @@ def test_tables_lose_the_row_numbers_and_show_compute_readably():
     assert ">0<" not in out.replace(">0.", "") and "1.91e13" in out and "2.5e-5" in out and "156608" in out
     indexed = pd.DataFrame({"v": [1]}, index=["x"]).to_html()
     assert ">x<" in report.tidy_tables(indexed)  # a meaningful index stays
+    filtered = pd.DataFrame({"asr": [0.909091, 1.0], "k": ["a", "b"]}, index=[10, 21]).to_html()
+    out = report.tidy_tables(filtered)
+    assert ">10<" not in out and ">21<" not in out and ">0.909<" in out  # row positions of a filtered frame go
+    named = pd.DataFrame({"v": [1, 2]}, index=pd.Index([3, 4], name="round")).to_html()
+    assert ">3<" in report.tidy_tables(named)  # a named index is data
 
 
 def test_paths_in_a_report_are_relative(tmp_path, monkeypatch):

@@ -301,6 +301,14 @@ def test_a_killed_run_is_reported_stale_and_completes_when_run_again(tmp_path):
         record.RunStore().latest("t", "fixture")
     again = runner.run_notebook(FIXTURE, {"pause": 3.0}, study="t", progress=False)
     assert again.path == run.path and again.state == "completed" and again.metrics["value"] == 6.0
+    # Killed again, now while re-running the completed run: it stays completed, its notebook intact.
+    executed = (run.path / "notebook.ipynb").read_text()
+    proc = _start_runner(tmp_path, "-p", "pause", "3")
+    _wait_for(lambda: _holder(tmp_path))
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert run.state == "completed" and (run.path / "notebook.ipynb").read_text() == executed
+    assert record.RunStore().latest("t", "fixture").path == run.path
 
 
 def test_two_identical_runs_at_once_compute_once(tmp_path):
