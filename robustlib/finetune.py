@@ -23,7 +23,7 @@ import torch
 from . import flops as _flops
 from .config import StrictConfig
 from .models import DEVICES
-from .runtime import flush_denormals
+from .runtime import empty_device_cache, flush_denormals, is_out_of_memory
 
 log = logging.getLogger("robustlib.finetune")
 
@@ -86,6 +86,10 @@ class FinetuneResult:
     config: dict = field(default_factory=dict)
     #: Per training example, its loss the last time it was in a batch (NaN: never drawn).
     example_losses: list[float] = field(default_factory=list)
+    #: Examples left out for being longer than ``max_tokens`` (training, validation).
+    n_dropped_train: int = 0
+    n_dropped_val: int = 0
+    max_tokens: int = 0  # the length limit applied (see :func:`length_limit`)
 
     def as_record(self) -> dict:
         """A flat dict for the run store (the loss curve left out)."""
@@ -95,9 +99,22 @@ class FinetuneResult:
         return rec
 
 
+#: Tokens kept free below a model's context, for the attack tokens that will be added
+#: to an example (the paper's pipeline dropped examples longer than the smallest
+#: supported context minus 24 tokens).
+CONTEXT_BUFFER = 24
+
+
+def length_limit(model, max_length: int) -> int:
+    """The longest example kept, in tokens: ``max_length``, and at most the model's
+    context (``max_position_embeddings``) less :data:`CONTEXT_BUFFER`."""
+    context = getattr(model.config, "max_position_embeddings", None)
+    return min(max_length, context - CONTEXT_BUFFER) if isinstance(context, int) and context > 0 else max_length
+
+
 def _encode(tokenizer, examples, max_length: int) -> list[list[int]]:
-    texts = [ex.text for ex in examples]
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    """Token ids of every example; ``ValueError`` when one is longer than ``max_length``."""
+    ids = tokenizer([ex.text for ex in examples], add_special_tokens=False)["input_ids"]
     too_long = [i for i, x in enumerate(ids) if len(x) > max_length]
     if too_long:
         i = too_long[0]
@@ -106,6 +123,20 @@ def _encode(tokenizer, examples, max_length: int) -> list[list[int]]:
             f"(first: index {i}, {len(ids[i])} tokens); raise max_length or shorten the data"
         )
     return ids
+
+
+def _encode_fitting(tokenizer, examples, limit: int, what: str) -> tuple[list[list[int]], list[int]]:
+    """Token ids of the examples of at most ``limit`` tokens and their positions; the
+    longer ones are left out (logged and counted by the caller), all of them an error."""
+    ids = tokenizer([ex.text for ex in examples], add_special_tokens=False)["input_ids"]
+    kept = [i for i, x in enumerate(ids) if len(x) <= limit]
+    if not kept:
+        raise ValueError(f"all {len(ids)} {what} examples are longer than {limit} tokens (max_length, and the "
+                         f"model's context less {CONTEXT_BUFFER}); raise max_length or shorten the data")
+    if len(kept) < len(ids):
+        log.warning("%d of %d %s examples are longer than %d tokens: left out", len(ids) - len(kept), len(ids),
+                    what, limit)
+    return [ids[i] for i in kept], kept
 
 
 def _collate(ids: list[list[int]], labels: list[int], pad_id: int):
@@ -159,11 +190,15 @@ def _accelerator(cfg: FinetuneConfig):
 
 
 @torch.no_grad()
-def classify(model, tokenizer, examples, batch_size: int = 64, max_length: int = 512, tally=None, device=None):
-    """Classify ``examples`` (clean texts): accuracy, mean loss and predictions.
+def classify(model, tokenizer, examples, batch_size: int = 64, max_length: int = 512, tally=None, device=None,
+             progress: bool = False):
+    """Classify ``examples`` (clean texts): accuracy, mean loss and predictions, with a
+    progress bar when ``progress`` (a large model on many examples takes minutes).
 
     Returns ``(accuracy, loss, predictions)``; adds forward compute to ``tally`` if given.
     """
+    from tqdm.auto import tqdm
+
     if not examples:
         raise ValueError("cannot evaluate on an empty list of examples")
     model.eval()
@@ -173,7 +208,8 @@ def classify(model, tokenizer, examples, batch_size: int = 64, max_length: int =
     labels = [ex.label for ex in examples]
     preds: list[int] = []
     total_loss = 0.0
-    for start in range(0, len(ids), batch_size):
+    starts = range(0, len(ids), batch_size)
+    for start in tqdm(starts, desc="classify", disable=not progress or len(starts) < 2, leave=False):
         input_ids, mask, y = _collate(ids[start : start + batch_size], labels[start : start + batch_size],
                                       tokenizer.pad_token_id)
         input_ids, mask, y = input_ids.to(device), mask.to(device), y.to(device)
@@ -224,9 +260,10 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
     cfg = FinetuneConfig.coerce(config)
     _check_data(model, tokenizer, train_examples, val_examples)
     flush_denormals()
-    train_ids = _encode(tokenizer, train_examples, cfg.max_length)
-    _encode(tokenizer, val_examples, cfg.max_length)  # fail early, before training
-    labels = [ex.label for ex in train_examples]
+    limit = length_limit(model, cfg.max_length)
+    train_ids, train_kept = _encode_fitting(tokenizer, train_examples, limit, "training")
+    val_kept = _encode_fitting(tokenizer, val_examples, limit, "validation")[1]  # before training, not after
+    labels = [train_examples[i].label for i in train_kept]
 
     accelerator = _accelerator(cfg)
     torch.manual_seed(cfg.seed)
@@ -244,15 +281,17 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
 
     tally = _flops.FlopTally()
     losses: list[float] = []
-    example_losses = [math.nan] * len(train_ids)
+    example_losses = [math.nan] * len(train_examples)
     seen = 0
     t0 = time.time()
     model.train()
     bar = tqdm(range(total_steps), desc="fine-tune", disable=not cfg.progress, leave=False)
-    for step in bar:
-        idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-        # The last step of a fractional epoch may be short; never wrap into a new one.
-        input_ids, mask, y = _collate([train_ids[i] for i in idx], [labels[i] for i in idx], tokenizer.pad_token_id)
+    micro = cfg.batch_size  # rows per forward pass; halves on out-of-memory for the rest of the run
+
+    def backward(rows: list[int], share: float):
+        """Forward and backward on ``rows`` (positions in the training ids), the loss
+        weighted by ``share`` of the step; returns (loss, per-example losses)."""
+        input_ids, mask, y = _collate([train_ids[i] for i in rows], [labels[i] for i in rows], tokenizer.pad_token_id)
         input_ids, mask, y = input_ids.to(device), mask.to(device), y.to(device)
 
         def train_step():
@@ -260,13 +299,34 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
                 logits = model(input_ids=input_ids, attention_mask=mask).logits
             per_example = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
             loss = per_example.mean()
-            accelerator.backward(loss)
+            accelerator.backward(loss if share == 1 else loss * share)
             return loss, per_example.detach()
 
-        loss, per_example = _flops.counted(tally, ("train",) + tuple(input_ids.shape), n_params, input_ids.numel(),
-                                           True, train_step)
+        return _flops.counted(tally, ("train",) + tuple(input_ids.shape), n_params, input_ids.numel(), True,
+                              train_step)
+
+    for step in bar:
+        idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+        # The last step of a fractional epoch may be short; never wrap into a new one.
+        while True:
+            try:
+                # The whole step in one pass, or (after an out-of-memory) in micro-batches
+                # whose gradients add up to the same mean: the effective batch is kept.
+                parts = [backward(idx[a : a + micro], len(idx[a : a + micro]) / len(idx))
+                         for a in range(0, len(idx), micro)]
+                break
+            except RuntimeError as err:
+                if not is_out_of_memory(err) or micro == 1:
+                    raise
+                opt.zero_grad(set_to_none=True)
+                micro = max(1, micro // 2)
+                log.warning("out of memory with %d examples per forward pass; accumulating gradients over "
+                            "micro-batches of %d (the batch stays %d)", 2 * micro, micro, cfg.batch_size)
+                empty_device_cache()
+        per_example = torch.cat([p for _, p in parts])
+        loss = parts[0][0] if len(parts) == 1 else per_example.mean()
         for i, v in zip(idx, per_example.tolist()):
-            example_losses[i] = v
+            example_losses[train_kept[i]] = v
         if cfg.max_grad_norm:
             accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         opt.step()
@@ -279,7 +339,8 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
 
     eval_tally = _flops.FlopTally()
     acc, val_loss, _ = classify(
-        model, tokenizer, val_examples, cfg.eval_batch_size, cfg.max_length, tally=eval_tally, device=device
+        model, tokenizer, [val_examples[i] for i in val_kept], cfg.eval_batch_size, limit, tally=eval_tally,
+        device=device, progress=cfg.progress,
     )
     model = accelerator.unwrap_model(model)
     return FinetuneResult(
@@ -293,4 +354,7 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
         num_params=n_params,
         config=asdict(cfg),
         example_losses=example_losses,
+        n_dropped_train=len(train_examples) - len(train_kept),
+        n_dropped_val=len(val_examples) - len(val_kept),
+        max_tokens=limit,
     )

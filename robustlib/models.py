@@ -281,6 +281,7 @@ def load_classifier(
     target = pick_device(device)
     src = _resolve(name_or_path)
     torch_dtype = _dtype(dtype)
+    check_decoder_only(name_or_path, _folder(name_or_path, src), revision, trust_remote_code)
     tokenizer = load_tokenizer(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     # The new head's initial weights are drawn from torch's global RNG: draw them from
     # ``seed`` in a forked RNG, so loading a model leaves the caller's stream alone.
@@ -288,14 +289,88 @@ def load_classifier(
         torch.manual_seed(seed)
         model = _load_weights(name_or_path, src, num_labels, torch_dtype, revision, trust_remote_code)
     model.config.pad_token_id = tokenizer.pad_token_id
+    # Which language model the classifier was made from (kept through save_classifier):
+    # what BEAST samples from by default, the causal LM the classifier's body came from.
+    if not getattr(model.config, BASE_MODEL_KEY, None):
+        setattr(model.config, BASE_MODEL_KEY, name_or_path)
     model.eval()
     return model.to(target), tokenizer
+
+
+#: The config attribute naming the language model a classifier was made from.
+BASE_MODEL_KEY = "robustlib_base_model"
+
+#: What the lab's classifiers are built on, for error messages.
+_SUPPORTED = ("decoder-only language models such as gpt_neox (Pythia, the offline zoo), qwen2 (Qwen2.5), llama, "
+              "mistral, gpt2 or opt")
+
+
+def _folder(name_or_path: str, src: str) -> str:
+    return str(paths.zoo_dir() / name_or_path) if src == "zoo" else src
+
+
+def check_decoder_only(name_or_path: str, folder: str, revision=None, trust_remote_code: bool = False) -> None:
+    """Refuse a model that is not a decoder-only language model: the lab reads a
+    classifier's head at the last non-pad token of one, and attacks it through its
+    causal attention (an encoder such as BERT loads, but means something else)."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    config = AutoConfig.from_pretrained(folder, revision=revision, trust_remote_code=trust_remote_code)
+    kind = config.model_type
+    if (getattr(config, "is_encoder_decoder", False) or kind not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+            or kind in MODEL_FOR_MASKED_LM_MAPPING_NAMES):
+        arch = (config.architectures or [type(config).__name__])[0]
+        raise ValueError(f"model {name_or_path!r} is a {arch} ({kind!r}), not a decoder-only language model; "
+                         f"the lab supports {_SUPPORTED}")
+
+
+def load_causal_lm(
+    name_or_path: str,
+    dtype: str | torch.dtype = "float32",
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    device: str = "cpu",
+):
+    """Load ``(model, tokenizer)``: a causal language model (with its unembedding) and
+    its tokenizer, set up as for :func:`load_classifier` (pad = eos, right padding, the
+    same presets, folders, hub checks, ``dtype``, ``device`` and ``trust_remote_code``),
+    in eval mode. For the target-string setting, and BEAST's sampler. A folder holding
+    a saved *classifier* has no unembedding: it is refused, naming the model it was made
+    from (:data:`BASE_MODEL_KEY`), which is the one to load."""
+    from transformers import AutoModelForCausalLM
+
+    target = pick_device(device)
+    src = _resolve(name_or_path)
+    folder = _folder(name_or_path, src)
+    check_decoder_only(name_or_path, folder, revision, trust_remote_code)
+    _refuse_classifier_folder(name_or_path, folder)
+    tokenizer = load_tokenizer(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    with _quiet_transformers():
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=_dtype(dtype), revision=revision,
+                                                     trust_remote_code=trust_remote_code)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model.eval().to(target), tokenizer
+
+
+def _refuse_classifier_folder(name_or_path: str, folder: str) -> None:
+    config_file = Path(folder) / "config.json"
+    if not config_file.exists():
+        return  # a hub id: the hub holds language models
+    config = json.loads(config_file.read_text())
+    if any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
+        base = config.get(BASE_MODEL_KEY)
+        hint = "load the language model it was made from" + (f", {base!r}" if base else "")
+        raise ValueError(f"{name_or_path!r} holds a classifier (no unembedding to propose tokens with); {hint}")
 
 
 def _load_weights(name_or_path, src, num_labels, torch_dtype, revision, trust_remote_code):
     from transformers import AutoModelForSequenceClassification
 
-    folder = str(paths.zoo_dir() / name_or_path) if src == "zoo" else src
+    folder = _folder(name_or_path, src)
     # Turning a causal LM into a classifier always drops the unembedding and adds a
     # fresh head; transformers reports that as a warning table on every load. Silence
     # it and warn ourselves only about keys that are not part of that swap.

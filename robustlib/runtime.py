@@ -39,3 +39,20 @@ def torch_threads(n: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is torch running out of memory (CUDA's own error, or a message
+    saying so: CPU allocators and other backends raise plain RuntimeErrors)."""
+    import torch
+
+    oom = getattr(torch.cuda, "OutOfMemoryError", ())
+    return (bool(oom) and isinstance(err, oom)) or "out of memory" in str(err).lower()
+
+
+def empty_device_cache() -> None:
+    """Give cached GPU memory back after an out-of-memory error (nothing on the CPU)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

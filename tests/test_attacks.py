@@ -1,5 +1,5 @@
 """Tests for robustlib.attacks: validation, vocabulary, re-encoding filter, prefix
-cache equivalence (GPT-NeoX and Qwen2), ASR bookkeeping, determinism, FLOP
+cache equivalence (GPT-NeoX, Qwen2 and Llama), ASR bookkeeping, determinism, FLOP
 accounting, string targets and attack positions. Tiny models and few iterations."""
 
 from __future__ import annotations
@@ -257,12 +257,27 @@ def test_cache_equivalence_qwen2(zoo, examples):
     _check_cache_equivalence(_tiny_qwen2(tok), tok, examples)
 
 
-@pytest.mark.parametrize("arch", ["gpt_neox", "qwen2"])
+def _tiny_llama(tok):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=64, num_labels=2, pad_token_id=tok.pad_token_id)
+    return LlamaForSequenceClassification(cfg).eval()
+
+
+def test_cache_equivalence_llama(zoo, examples):
+    _, tok = zoo
+    _check_cache_equivalence(_tiny_llama(tok), tok, examples)
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "qwen2", "llama"])
 def test_prefix_cache_uses_no_deprecated_argument(arch, make_tiny_classifier, zoo_tokenizer, examples):
     """The prefix cache is passed and read under the name the installed transformers
     expects (``cache`` from 5.24, ``past_key_values`` before): no deprecation warning."""
     tok = zoo_tokenizer
-    model = make_tiny_classifier() if arch == "gpt_neox" else _tiny_qwen2(tok)
+    model = {"gpt_neox": make_tiny_classifier, "qwen2": lambda: _tiny_qwen2(tok),
+             "llama": lambda: _tiny_llama(tok)}[arch]()
     cfg = small(iterations=1, n_candidates=4, top_k=8, skip_incorrect=False, use_prefix_cache=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
@@ -512,3 +527,16 @@ def test_every_attack_config_names_a_bad_value(name, kwargs, match):
 def test_attack_specific_bad_values(name, kwargs, match):
     with pytest.raises(ValueError, match=match):
         attacks.get_config_class(name)(**kwargs)
+
+
+def test_the_papers_initial_attack_on_request(zoo, examples):
+    model, tok = zoo
+    lab = attacks.GCG(model, tok, examples[:2], small(iterations=1, skip_incorrect=False))
+    paper = attacks.GCG(model, tok, examples[:2], small(iterations=1, skip_incorrect=False, init="paper"))
+    for i in paper.attacked:
+        assert tok.decode(paper.current[i]).startswith("@&@&") and len(paper.current[i]) == 10
+        assert tok.decode(lab.current[i]) != tok.decode(paper.current[i])
+    with pytest.raises(ValueError, match="init='nanogcg'.*lab.*paper"):
+        attacks.GCGConfig(init="nanogcg")
+    result = attacks.run_attack("gcg", model, tok, examples[:2], small(iterations=2, init="paper"))
+    assert result.iterations == 2

@@ -14,7 +14,7 @@ def _one_thread(one_thread):
 def setup():
     model, tok = models.load_classifier("zoo-0.3m", seed=0)
     examples = tasks.load_examples("password_match", "validation", n=3, seed=0)
-    return model, tok, examples, load_sampler()
+    return model, tok, examples, load_sampler("zoo-0.3m", tok)
 
 
 def test_registered():
@@ -37,8 +37,55 @@ def test_bad_config(kwargs, match):
 
 
 def test_unknown_sampler_named():
-    with pytest.raises(ValueError, match="no-such-lm"):
+    with pytest.raises((ValueError, FileNotFoundError), match="BEAST's sampler 'no-such-lm' cannot be loaded"):
         load_sampler("no-such-lm")
+    with pytest.raises(ValueError, match="sampler_model=''"):
+        load_sampler("")
+
+
+def test_the_default_sampler_is_the_model_the_classifier_was_made_from(tmp_path):
+    """No sampler named: BEAST proposes tokens with the language model the classifier's
+    body came from, also when the classifier was saved and loaded from a folder."""
+    model, tok = models.load_classifier("zoo-1m", seed=0)
+    folder = models.save_classifier(model, tok, tmp_path / "clf")
+    reloaded, tok2 = models.load_classifier(str(folder))
+    ex = tasks.load_examples("password_match", "validation", n=1, seed=0)
+    cfg = BEASTConfig(iterations=1, n_attack_tokens=2, beam_size=2, samples_per_beam=2, progress=False)
+    attack = attacks.BEAST(reloaded, tok2, ex, cfg)
+    assert flops.count_params(attack.sampler) == models.num_params("zoo-1m", "causal_lm")
+
+
+def test_a_classifier_without_a_recorded_base_needs_a_named_sampler(tiny_classifier):
+    model, tok = tiny_classifier  # random init: made from no language model
+    ex = tasks.load_examples("password_match", "validation", n=1, seed=0)
+    with pytest.raises(ValueError, match="does not record the one it was made from.*set sampler_model"):
+        attacks.BEAST(model, tok, ex, BEASTConfig(iterations=1, n_attack_tokens=2))
+    attack = attacks.BEAST(model, tok, ex, BEASTConfig(iterations=1, n_attack_tokens=2, sampler_model="zoo-0.3m"))
+    assert attack.sampler is not None
+
+
+def test_a_sampler_with_another_vocabulary_is_refused(tmp_path, zoo_tokenizer):
+    """Same size, other ids: two token strings swapped is enough to be refused."""
+    import json
+
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from robustlib import paths
+
+    folder = tmp_path / "other-lm"
+    folder.mkdir()
+    spec = json.loads((paths.zoo_dir() / "tokenizer" / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    a, b = "Ġthe", "Ġand"
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if (paths.zoo_dir() / "tokenizer" / name).exists():
+            (folder / name).write_text((paths.zoo_dir() / "tokenizer" / name).read_text())
+    GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=len(zoo_tokenizer), hidden_size=16, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=32)).save_pretrained(folder)
+    with pytest.raises(ValueError, match=r"maps 2 of the target tokenizer's 4096 tokens to other ids"):
+        load_sampler(str(folder), zoo_tokenizer)
 
 
 def _run(setup, **kw):

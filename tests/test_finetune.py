@@ -6,6 +6,8 @@ import torch
 from robustlib import finetune as ft
 from robustlib import tasks
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TOY = tasks.Task(
     name="toy_colour",
     version="1",
@@ -105,3 +107,58 @@ def test_a_dict_config_is_the_same_config(tiny_classifier, zoo_tokenizer):
         model = GPTNeoXForSequenceClassification(tiny_classifier[0].config)
         losses.append(ft.finetune(model, zoo_tokenizer, train, val, config).train_losses)
     assert losses[0] == losses[1]
+
+
+def test_examples_too_long_are_left_out_and_counted(tiny_classifier, caplog):
+    """The paper's length rule: an example longer than max_length, or than the model's
+    context less 24 tokens (room for the attack), is left out, with the count recorded."""
+    model, tok = tiny_classifier
+    train, val = toy_examples(32, 0), toy_examples(8, 1)
+    long_text = TOY.make_example(1, c="red " * 600)
+    cfg = ft.FinetuneConfig(epochs=1, batch_size=8, lr=1e-3, optimizer="adamw", progress=False)
+    with caplog.at_level("WARNING", logger="robustlib.finetune"):
+        res = ft.finetune(model, tok, [*train, long_text], [*val, long_text, long_text], cfg)
+    assert (res.n_dropped_train, res.n_dropped_val, res.max_tokens) == (1, 2, 488)  # context 512 - 24
+    assert len(res.example_losses) == 33 and res.example_losses[-1] != res.example_losses[-1]  # NaN: never drawn
+    assert res.examples_seen == 32 and "1 of 33 training examples are longer than 488 tokens" in caplog.text
+    assert ft.length_limit(model, 100) == 100
+    with pytest.raises(ValueError, match="all 1 training examples are longer than 488 tokens"):
+        ft.finetune(model, tok, [long_text], val, cfg)
+
+
+def test_out_of_memory_halves_the_micro_batch_and_keeps_the_batch(tiny_classifier, zoo_tokenizer, caplog):
+    """A forward pass of more than 4 examples 'runs out of memory': training goes on in
+    micro-batches whose gradients add up to the batch's, so the numbers are those of an
+    uninterrupted run (to float rounding) and the batch stays 8."""
+    from transformers import GPTNeoXForSequenceClassification
+
+    train, val = toy_examples(32, 0), toy_examples(8, 1)
+    cfg = ft.FinetuneConfig(epochs=1, batch_size=8, lr=1e-2, optimizer="adamw", progress=False, seed=2)
+
+    def fresh():
+        torch.manual_seed(0)
+        return GPTNeoXForSequenceClassification(tiny_classifier[0].config)
+
+    plain = ft.finetune(fresh(), zoo_tokenizer, train, val, cfg)
+    model = fresh()
+    real_forward = model.forward
+    calls = []
+
+    def small_memory(*args, **kwargs):
+        rows = kwargs["input_ids"].shape[0]
+        calls.append(rows)
+        if rows > 4 and model.training:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(*args, **kwargs)
+
+    model.forward = small_memory
+    with caplog.at_level("WARNING", logger="robustlib.finetune"):
+        res = ft.finetune(model, zoo_tokenizer, train, val, cfg)
+    assert res.steps == plain.steps == 4 and res.examples_seen == 32
+    assert max(r for r in calls if r <= 4) == 4 and "micro-batches of 4 (the batch stays 8)" in caplog.text
+    assert res.train_losses == pytest.approx(plain.train_losses, abs=1e-5)
+    assert res.val_loss == pytest.approx(plain.val_loss, abs=1e-5)
+    # another error is not taken for memory
+    model.forward = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("shape mismatch"))
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        ft.finetune(model, zoo_tokenizer, train, val, cfg)

@@ -193,3 +193,31 @@ def test_a_hub_model_that_cannot_load_fails_fast_and_says_why(offline, monkeypat
 
     with pytest.raises(FileNotFoundError, match="'foo/bar'"):  # and so does a study naming it, before any kernel
         FinetuneStudyConfig(sizes=["foo/bar"])
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "t5"])
+def test_encoders_are_refused_at_load_naming_the_class(kind, tmp_path):
+    from transformers import AutoConfig
+
+    AutoConfig.for_model(kind).save_pretrained(tmp_path / kind)
+    with pytest.raises(ValueError, match=f"'{kind}'.*not a decoder-only language model; the lab supports"):
+        models.load_classifier(str(tmp_path / kind))
+    with pytest.raises(ValueError, match="not a decoder-only"):
+        models.load_causal_lm(str(tmp_path / kind))
+
+
+def test_the_causal_lm_loader(tmp_path):
+    lm, tok = models.load_causal_lm("zoo-0.3m")
+    assert type(lm).__name__ == "GPTNeoXForCausalLM" and not lm.training
+    assert tok.pad_token == tok.eos_token and lm.config.pad_token_id == tok.pad_token_id
+    assert lm.get_output_embeddings() is not None
+    assert sum(p.numel() for p in lm.parameters()) == models.num_params("zoo-0.3m", "causal_lm")
+    half, _ = models.load_causal_lm("zoo-0.3m", dtype="bfloat16")
+    assert next(half.parameters()).dtype == torch.bfloat16
+    clf, ctok = models.load_classifier("zoo-0.3m")
+    assert clf.config.robustlib_base_model == "zoo-0.3m"
+    folder = models.save_classifier(clf, ctok, tmp_path / "clf")
+    with pytest.raises(ValueError, match="holds a classifier.*made from, 'zoo-0.3m'"):
+        models.load_causal_lm(str(folder))
+    with pytest.raises(ValueError, match="unknown dtype"):
+        models.load_causal_lm("zoo-0.3m", dtype="int8")

@@ -38,6 +38,7 @@ SMALL = dict(rounds=3, min_rounds=2, n_attack_examples=4, attack_iterations_star
         ({"epochs_per_round": 0}, "epochs_per_round=0"),
         ({"warmup_ratio": 1.0}, "warmup_ratio=1.0"),
         ({"stop_on_success": "yes"}, "stop_on_success='yes'"),
+        ({"keep_checkpoints": "some"}, "keep_checkpoints='some'.*all"),
     ],
 )
 def test_bad_study_values(kwargs, match):
@@ -196,6 +197,24 @@ def test_transfer_across_positions_on_a_chunk_task(tiny_models, store, make_fine
         starts_with_email = [p["text"][len(instructions):].startswith("Subject:") for p in state["pool"]]
         assert len(starts_with_email) == 8 and all(starts_with_email) == (position == 1.0)
         assert not any(starts_with_email) or position == 1.0
+
+
+def test_every_rounds_checkpoint_is_kept_when_asked(tiny_models, store, make_finetune_run):
+    """keep_checkpoints='all': every round of a defended model stays, to be attacked later
+    (the paper attacks intermediate rounds); 'latest' keeps only the last."""
+    from robustlib import advtrain
+
+    make_finetune_run(store, "s", {"a": tiny_models["a"]}, PM)
+    for keep, expected in (("all", [0, 1, 2, 3]), ("evaluated", [0, 2, 3]), ("latest", [3])):
+        cfg = study.AdvTrainStudyConfig(
+            **{**SMALL, "min_rounds": 0}, train_attacks=["random_token"], eval_every=2, keep_checkpoints=keep,
+            transfer_attacks=[{"name": "random_token", "iterations": 1}])
+        run = cfg.open_run("s", store=store)
+        study.run(cfg, run, progress=False)
+        folder = run.artifact_path("advtrain", "a__seed0__random_token@1")
+        assert sorted(int(p.name.split("_")[1]) for p in folder.glob("round_*")) == expected, keep
+        model = tiny_models["a"]
+        assert advtrain.load_round(folder, expected[0], model=model)[0] == expected[0]
 
 
 def test_registered_as_the_notebooks_config():

@@ -14,10 +14,17 @@ A gradient-free beam search that grows the attack by one token per iteration:
    best one is the current attack.
 
 The first iteration expands the empty attack into ``beam_size x samples_per_beam``
-first tokens. Paper settings: 25 tokens (so 25 iterations), beam 7. The sampler
-defaults to the smallest member of the target's family that the lab ships
-(``zoo-0.3m`` for the offline family); pass ``sampler=`` a loaded causal LM (sharing
-the target's tokenizer) to use another.
+first tokens. Paper settings: 25 tokens (so 25 iterations), beam 7.
+
+**The sampler.** By default it is the language model the classifier was made from
+(what :func:`robustlib.models.load_classifier` records as ``robustlib_base_model`` and
+:func:`robustlib.models.save_classifier` keeps): its unembedding proposes the tokens.
+``sampler_model`` names another (a preset, folder or hub id; the paper used a small
+base LM of the target's family), or pass ``sampler=`` a loaded causal LM. Either way
+the sampler's tokenizer must map the same strings to the same ids as the target's
+(checked; sizes alone are not enough: a 49,152-token sampler of a 4,096-token target
+would propose ids of another vocabulary), and errors say which sampler was used and
+how to choose another.
 
 Compute per example and iteration (paper convention): the sampler's forward passes,
 ``2 N_s (L_prefix + t)`` per beam, plus ``2 N L`` per candidate scored by the target.
@@ -26,6 +33,7 @@ Compute per example and iteration (paper convention): the sampler's forward pass
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -45,7 +53,7 @@ class BEASTConfig(AttackConfig):
     iterations: int = 25
     beam_size: int = 7  # k1: beams kept
     samples_per_beam: int = 7  # k2: next tokens proposed per beam
-    sampler_model: str = ""  # causal LM proposing tokens; "" = zoo-0.3m (see module docstring)
+    sampler_model: str = ""  # causal LM proposing tokens; "" = the one the classifier was made from
     sampler_temperature: float = 1.0
 
     def validate(self) -> None:
@@ -63,29 +71,55 @@ class BEASTConfig(AttackConfig):
             raise self.bad("sampler_model", self.sampler_model, "a model name or path")
 
 
-def load_sampler(name: str = ""):
-    """The proposal LM: a zoo causal LM by name (default ``zoo-0.3m``), or a folder/hub id."""
-    from transformers import AutoModelForCausalLM
+def sampler_name(config: BEASTConfig, model) -> str:
+    """The sampler BEAST uses on ``model``: ``config.sampler_model``, else the language
+    model the classifier was made from."""
+    from ..models import BASE_MODEL_KEY
 
-    from .. import models, paths
+    name = config.sampler_model or getattr(model.config, BASE_MODEL_KEY, None)
+    if not name:
+        raise ValueError("BEAST needs a sampler language model and this classifier does not record the one it was "
+                         f"made from ({BASE_MODEL_KEY}); set sampler_model to a causal LM that shares its tokenizer "
+                         "(a preset such as zoo-0.3m, a folder or a hub id)")
+    return name
 
-    name = name or "zoo-0.3m"
-    preset = models.PRESETS.get(name)
-    if preset is not None and preset.family == "zoo":
-        folder = paths.zoo_dir() / name
-        if not (folder / "model.safetensors").exists():
-            raise ValueError(f"sampler_model {name!r} is not built; run `make zoo`")
-        src = str(folder)
-    elif preset is not None:
-        src = preset.source
-    else:
-        from pathlib import Path
 
-        if not Path(name).expanduser().exists() and name.count("/") != 1:
-            raise ValueError(f"sampler_model {name!r} is neither a preset ({sorted(models.PRESETS)}), "
-                             "a local folder nor a hub id")
-        src = name
-    return AutoModelForCausalLM.from_pretrained(src).eval()
+@functools.lru_cache(maxsize=2)
+def _cached_sampler(name: str, device: str):
+    from .. import models
+
+    return models.load_causal_lm(name, device=device)
+
+
+def load_sampler(name: str, tokenizer=None, device: str = "cpu"):
+    """The proposal LM ``name`` (a preset, folder or hub id) in eval mode on ``device``,
+    loaded once per process and device; with ``tokenizer`` (the target's), checked to
+    share its vocabulary (:func:`check_vocabulary`)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"sampler_model={name!r} is invalid; accepted: a preset, a local folder or a hub id")
+    try:
+        model, sampler_tokenizer = _cached_sampler(name, str(device))
+    except (ValueError, FileNotFoundError) as err:
+        raise type(err)(f"BEAST's sampler {name!r} cannot be loaded: {err}") from None
+    if tokenizer is not None:
+        check_vocabulary(name, sampler_tokenizer, tokenizer)
+    return model
+
+
+def check_vocabulary(name: str, sampler_tokenizer, tokenizer) -> None:
+    """Every token string of the target's ``tokenizer`` must have the same id in the
+    sampler's (special tokens aside): BEAST proposes ids, so another vocabulary would
+    propose meaningless ones silently."""
+    special = set(getattr(tokenizer, "all_special_tokens", []) or [])
+    theirs = sampler_tokenizer.get_vocab()
+    wrong = [(tok, i, theirs.get(tok)) for tok, i in tokenizer.get_vocab().items()
+             if tok not in special and theirs.get(tok) != i]
+    if wrong:
+        tok, i, j = wrong[0]
+        raise ValueError(f"BEAST's sampler {name!r} maps {len(wrong)} of the target tokenizer's {len(tokenizer)} "
+                         f"tokens to other ids (e.g. {tok!r}: {i} in the target, {j} in the sampler): it would "
+                         "propose ids of another vocabulary; set sampler_model to a language model that shares the "
+                         "target's tokenizer (by default BEAST uses the model the classifier was made from)")
 
 
 class BEAST(Attack):
@@ -96,10 +130,14 @@ class BEAST(Attack):
 
     def __init__(self, model, tokenizer, examples, config=None, *, sampler=None, **kw):
         cfg = self.config_class.coerce(config)
-        self.sampler = sampler if sampler is not None else load_sampler(cfg.sampler_model)
-        if self.sampler.get_input_embeddings().weight.shape[0] < len(tokenizer):
-            raise ValueError("the sampler's vocabulary is smaller than the target tokenizer's: "
-                             "BEAST needs a sampler of the same family")
+        if sampler is None:
+            device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else "cpu"
+            sampler = load_sampler(sampler_name(cfg, model), tokenizer, device=str(device))
+        self.sampler = sampler
+        rows = self.sampler.get_input_embeddings().weight.shape[0]
+        if rows < len(tokenizer):
+            raise ValueError(f"the sampler has {rows} token embeddings but the target tokenizer {len(tokenizer)} "
+                             "tokens: BEAST needs a sampler that shares the target's tokenizer (sampler_model)")
         self.sampler_params = _flops.count_params(self.sampler)
         self._sampler_tally = _flops.FlopTally()
         super().__init__(model, tokenizer, examples, cfg, **kw)

@@ -18,9 +18,11 @@ Each iteration, for every attacked example (batched across examples):
    one (as in GCG and nanoGCG; the record keeps the best loss seen). If no candidate
    survives, the attack is unchanged for this iteration.
 
-The initial attack is one token repeated (``" @"`` first, see
-:data:`~robustlib.attacks.tokens.INITIAL_ATTACK_TOKENS`), the first that re-encodes
-stably in the example's context. Paper settings are the defaults: ``top_k=256``,
+The initial attack (``init="lab"``, the default) is one token repeated (``" @"``
+first, see :data:`~robustlib.attacks.tokens.INITIAL_ATTACK_TOKENS`), the first that
+re-encodes stably in the example's context; ``init="paper"`` starts from the paper's
+``"@&@&..."`` cut to the attack's length, and fails (naming the context) where it
+does not tokenise stably. Paper settings are the defaults: ``top_k=256``,
 ``n_candidates=128``, 10 attack tokens; 10 iterations against undefended models, 128
 against adversarially trained ones.
 
@@ -46,7 +48,10 @@ from ..config import is_int
 from .base import Attack, run_batched
 from .config import AttackConfig
 from .result import AttackResult, StepOutcome
-from .tokens import initial_attack_ids
+from .tokens import initial_attack_ids, paper_initial_attack_ids
+
+#: GCG's initial attacks: the lab's (one stable token repeated) or the paper's ("@&" repeated).
+INITS = ("lab", "paper")
 
 
 @dataclass
@@ -55,6 +60,7 @@ class GCGConfig(AttackConfig):
 
     top_k: int = 256  # tokens kept per position, by most negative gradient
     n_candidates: int = 128  # single-token swaps sampled per example and iteration
+    init: str = "lab"  # initial attack: "lab" (one stable token repeated) or "paper" ("@&" repeated)
 
     def validate(self) -> None:
         super().validate()
@@ -62,6 +68,8 @@ class GCGConfig(AttackConfig):
             value = getattr(self, name)
             if not is_int(value) or value <= 0:
                 raise self.bad(name, value, "a positive integer")
+        if self.init not in INITS:
+            raise self.bad("init", self.init, str(INITS))
 
 
 class GCG(Attack):
@@ -72,10 +80,10 @@ class GCG(Attack):
 
     def _init_attacks(self) -> None:
         n = self.config.n_attack_tokens
+        first = paper_initial_attack_ids if self.config.init == "paper" else initial_attack_ids
         for i in self.attacked:
             s = self.sites[i]
-            self.current[i] = initial_attack_ids(self.tokenizer, s.before, s.after, n, self.allowed,
-                                                 s.before_ids, s.after_ids)
+            self.current[i] = first(self.tokenizer, s.before, s.after, n, self.allowed, s.before_ids, s.after_ids)
 
     def _step(self, active: list[int]) -> dict[int, StepOutcome]:
         cfg: GCGConfig = self.config  # type: ignore[assignment]

@@ -58,13 +58,9 @@ from typing import Any
 import torch
 
 from .. import flops as _flops
+from ..runtime import empty_device_cache, is_out_of_memory
 
 log = logging.getLogger("robustlib.attacks")
-
-
-def _is_oom(err: BaseException) -> bool:
-    oom = getattr(torch.cuda, "OutOfMemoryError", ())
-    return (oom and isinstance(err, oom)) or "out of memory" in str(err).lower()
 
 
 @dataclass
@@ -170,12 +166,11 @@ class Scorer:
             try:
                 run_chunk(start, start + size)
             except RuntimeError as err:
-                if not _is_oom(err) or size == 1:
+                if not is_out_of_memory(err) or size == 1:
                     raise
                 self.batch_size = max(1, size // 2)
                 log.warning("out of memory with %d rows per forward; retrying with %d", size, self.batch_size)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+                empty_device_cache()
                 continue
             start += size
 

@@ -110,6 +110,30 @@ def initial_attack_ids(tokenizer, before: str, after: str, n_tokens: int, allowe
     )
 
 
+#: The paper's initial GCG attack: this string repeated, chosen because it tokenises stably.
+PAPER_INITIAL_ATTACK = "@&"
+
+
+def paper_initial_attack_ids(tokenizer, before: str, after: str, n_tokens: int, allowed: torch.Tensor,
+                             before_ids=None, after_ids=None) -> list[int]:
+    """The paper's initial attack for one context: ``"@&"`` repeated and cut to
+    ``n_tokens`` tokens, as the tokenizer splits it (tried from both starting characters);
+    ``ValueError`` naming the context when neither survives :func:`reencoding_filter`
+    here or uses a token an attack may not."""
+    allowed_set = set(allowed.tolist())
+    tried = []
+    for text in (PAPER_INITIAL_ATTACK * n_tokens, PAPER_INITIAL_ATTACK[::-1] * n_tokens):
+        ids = _encode(tokenizer, text)[:n_tokens]
+        if len(ids) == n_tokens and set(ids) <= allowed_set:
+            tried.append(ids)
+    ok = reencoding_filter(tokenizer, before, after, tried, before_ids, after_ids) if tried else []
+    for ids, good in zip(tried, ok):
+        if good:
+            return ids
+    raise ValueError(f"the paper's initial attack ({PAPER_INITIAL_ATTACK!r} repeated, {n_tokens} tokens) does not "
+                     f"tokenise stably between {before[-30:]!r} and {after[:30]!r}; use init='lab'")
+
+
 def example_seed(seed: int, index: int) -> int:
     """A per-example seed: attacks are reproducible whatever the batching."""
     digest = hashlib.blake2b(f"{seed}/{index}".encode(), digest_size=8).digest()

@@ -24,6 +24,9 @@ from ..finetune import FinetuneConfig
 from .attack import evaluation_owns, model_labels
 from .base import DataSpec, StudyConfig
 
+#: Which rounds' checkpoints a defended model keeps: the latest only, those evaluated, all.
+KEEP = ("latest", "evaluated", "all")
+
 
 @dataclass
 class AdvTrainStudyConfig(StudyConfig):
@@ -55,6 +58,7 @@ class AdvTrainStudyConfig(StudyConfig):
     epochs_per_round: float = 1.0
     warmup_ratio: float = 0.2
     stop_on_success: bool = True
+    keep_checkpoints: str = "latest"
     eval_every: int = 0
     eval_attack: dict = field(default_factory=dict)
     eval_iterations: int = 2
@@ -75,6 +79,8 @@ class AdvTrainStudyConfig(StudyConfig):
         if not self.epochs_per_round > 0:
             raise self.bad("epochs_per_round", self.epochs_per_round, "a positive number")
         self.check_fraction("warmup_ratio", open_high=True)
+        if self.keep_checkpoints not in KEEP:
+            raise self.bad("keep_checkpoints", self.keep_checkpoints, str(KEEP))
         self.check_fractions("train_positions")
         self.check_fractions("transfer_positions")
         self.train_attacks = [s.to_dict() for s in self.train_specs()]
@@ -119,6 +125,11 @@ class AdvTrainStudyConfig(StudyConfig):
     def eval_rounds(self, rounds: int) -> list[int]:
         every = list(range(self.eval_every, rounds, self.eval_every)) if self.eval_every else []
         return sorted({0, rounds, *every})
+
+    def kept_rounds(self, rounds: int) -> list[int]:
+        """The rounds whose checkpoints stay (the latest always does)."""
+        return {"latest": [], "evaluated": self.eval_rounds(rounds), "all": list(range(rounds + 1))}[
+            self.keep_checkpoints]
 
 
 def defended_key(model_key: str, label: str, position: float) -> str:
@@ -204,7 +215,8 @@ def _defend(ctx: _Context, rec: dict, spec: AttackSpec, position: float, tables:
     result = adversarial_training(
         model, tokenizer, ctx.clean, ctx.fresh, cfg.model_config(spec, position, rounds), val_examples=ctx.val,
         evaluate_round=evaluate_round, eval_rounds=cfg.eval_rounds(rounds),
-        checkpoint_dir=ctx.run.artifact_path("advtrain", key), progress=ctx.progress,
+        checkpoint_dir=ctx.run.artifact_path("advtrain", key), keep_rounds=cfg.kept_rounds(rounds),
+        progress=ctx.progress,
     )
     defense = {0: (0, 0), **{r["round"]: (r["defense_flops_paper"], r["defense_flops_real"]) for r in result.rounds}}
     base = {k: labels[k] for k in ("model_key", "model", "seed", "num_params", "pretrain_compute", "train_attack",
