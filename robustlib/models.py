@@ -280,14 +280,14 @@ def load_classifier(
         raise ValueError(f"seed={seed!r} is invalid; accepted: an integer")
     target = pick_device(device)
     src = _resolve(name_or_path)
-    torch_dtype = _dtype(dtype)
+    weights_dtype = torch_dtype(dtype, target)
     check_decoder_only(name_or_path, _folder(name_or_path, src), revision, trust_remote_code)
     tokenizer = load_tokenizer(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     # The new head's initial weights are drawn from torch's global RNG: draw them from
     # ``seed`` in a forked RNG, so loading a model leaves the caller's stream alone.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = _load_weights(name_or_path, src, num_labels, torch_dtype, revision, trust_remote_code)
+        model = _load_weights(name_or_path, src, num_labels, weights_dtype, revision, trust_remote_code)
     model.config.pad_token_id = tokenizer.pad_token_id
     # Which language model the classifier was made from (kept through save_classifier):
     # what BEAST samples from by default, the causal LM the classifier's body came from.
@@ -350,7 +350,7 @@ def load_causal_lm(
     _refuse_classifier_folder(name_or_path, folder)
     tokenizer = load_tokenizer(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     with _quiet_transformers():
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=_dtype(dtype), revision=revision,
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype(dtype, target), revision=revision,
                                                      trust_remote_code=trust_remote_code)
     model.config.pad_token_id = tokenizer.pad_token_id
     return model.eval().to(target), tokenizer
@@ -433,11 +433,28 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def _dtype(dtype: str | torch.dtype) -> torch.dtype:
+#: Precisions by name; "auto" is float32 on the CPU (the paper's) and bfloat16 on a GPU.
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def resolve_dtype(dtype: str, device: str | torch.device = "auto") -> str:
+    """``dtype`` by name, "auto" resolved for ``device``: float32 on the CPU, bfloat16
+    on a GPU. Losses and softmaxes are computed in float32 whatever the weights are."""
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; accepted: {list(DTYPES)}")
+    if dtype != "auto":
+        return dtype
+    where = pick_device(device) if isinstance(device, str) else torch.device(device)
+    return "bfloat16" if where.type == "cuda" else "float32"
+
+
+def torch_dtype(dtype: str | torch.dtype, device: str | torch.device = "cpu") -> torch.dtype:
+    """The torch dtype of ``dtype`` (a name of :data:`DTYPES`, "auto" resolved for
+    ``device``, or a torch dtype of those)."""
     accepted = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if isinstance(dtype, torch.dtype):
         if dtype in accepted.values():
             return dtype
-    elif dtype in accepted:
-        return accepted[dtype]
-    raise ValueError(f"unknown dtype {dtype!r}; accepted: {list(accepted)}")
+    elif dtype in DTYPES:
+        return accepted[resolve_dtype(dtype, device)]
+    raise ValueError(f"unknown dtype {dtype!r}; accepted: {list(DTYPES)}")

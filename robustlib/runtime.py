@@ -56,3 +56,17 @@ def empty_device_cache() -> None:
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+@contextmanager
+def precision(device, dtype: str):
+    """Compute in ``dtype`` ("float32", "bfloat16", "float16") on ``device`` for the
+    block (``torch.autocast``), the weights left as they are: how a model trained in
+    float32 is attacked at another precision. float32 changes nothing."""
+    import torch
+
+    if dtype == "float32":
+        yield
+        return
+    with torch.autocast(device_type=torch.device(device).type, dtype=getattr(torch, dtype)):
+        yield

@@ -108,3 +108,15 @@ def make_finetune_run(zoo_tokenizer):
         return run
 
     return make
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The folder of SmolLM2-135M-Instruct converted by `make real-models`; skips (never
+    fakes) a test when it has not been fetched."""
+    from robustlib import fetch
+
+    path = fetch.available("smollm2")
+    if path is None:
+        pytest.skip(f"SmolLM2-135M-Instruct is not fetched (run `make real-models`; it goes to {fetch.folder('smollm2')})")
+    return str(path)

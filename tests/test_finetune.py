@@ -162,3 +162,16 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_batch(tiny_classifie
     model.forward = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("shape mismatch"))
     with pytest.raises(RuntimeError, match="shape mismatch"):
         ft.finetune(model, zoo_tokenizer, train, val, cfg)
+
+
+def test_precisions_and_devices_change_within_one_process():
+    """accelerate refuses a second Accelerator with other settings in one process; a
+    notebook fine-tunes in float32, then bf16, then on the CPU again: each run works
+    and gets its own precision."""
+    from robustlib import finetune as ft
+
+    seen = []
+    for dtype, device in (("float32", "auto"), ("bfloat16", "auto"), ("float32", "cpu")):
+        acc = ft._accelerator(ft.FinetuneConfig(dtype=dtype, device=device))
+        seen.append(acc.mixed_precision)
+    assert seen == ["no", "bf16", "no"]

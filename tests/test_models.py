@@ -62,7 +62,7 @@ def test_unknown_family_and_bad_names():
     with pytest.raises(FileNotFoundError, match="neither a preset"):
         models.load_classifier("./no/such/model")
     with pytest.raises(ValueError, match="dtype"):
-        models._dtype("float8")
+        models.torch_dtype("float8")
 
 
 def test_zoo_classifier_loads_offline_with_pad_eos_right(tmp_path):
@@ -221,3 +221,28 @@ def test_the_causal_lm_loader(tmp_path):
         models.load_causal_lm(str(folder))
     with pytest.raises(ValueError, match="unknown dtype"):
         models.load_causal_lm("zoo-0.3m", dtype="int8")
+
+
+def test_dtype_names_and_auto():
+    import torch
+
+    assert models.resolve_dtype("auto", "cpu") == "float32" and models.resolve_dtype("bfloat16", "cpu") == "bfloat16"
+    assert models.torch_dtype("auto", "cpu") is torch.float32 and models.torch_dtype(torch.float16) is torch.float16
+    with pytest.raises(ValueError, match="unknown dtype 'fp8'; accepted: \\['auto'"):
+        models.resolve_dtype("fp8")
+    with pytest.raises(ValueError, match="unknown dtype"):
+        models.torch_dtype(torch.int8)
+
+
+def test_precision_computes_in_bf16_and_float32_leaves_it():
+    import torch
+
+    from robustlib.runtime import precision
+
+    model, tok = models.load_classifier("zoo-0.3m", device="cpu")
+    ids = tok(["hello there"], return_tensors="pt")["input_ids"]
+    with precision("cpu", "bfloat16"):
+        assert model(input_ids=ids).logits.dtype is torch.bfloat16
+    with precision("cpu", "float32"):
+        assert model(input_ids=ids).logits.dtype is torch.float32
+    assert next(model.parameters()).dtype is torch.float32  # weights untouched

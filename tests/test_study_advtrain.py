@@ -39,6 +39,8 @@ SMALL = dict(rounds=3, min_rounds=2, n_attack_examples=4, attack_iterations_star
         ({"warmup_ratio": 1.0}, "warmup_ratio=1.0"),
         ({"stop_on_success": "yes"}, "stop_on_success='yes'"),
         ({"keep_checkpoints": "some"}, "keep_checkpoints='some'.*all"),
+        ({"dtype": "half"}, "dtype='half'"),
+        ({"device": "gpu"}, "unknown device 'gpu'"),
     ],
 )
 def test_bad_study_values(kwargs, match):
@@ -215,6 +217,24 @@ def test_every_rounds_checkpoint_is_kept_when_asked(tiny_models, store, make_fin
         assert sorted(int(p.name.split("_")[1]) for p in folder.glob("round_*")) == expected, keep
         model = tiny_models["a"]
         assert advtrain.load_round(folder, expected[0], model=model)[0] == expected[0]
+
+
+def test_training_and_attacks_at_bf16(tiny_models, store, make_finetune_run):
+    """dtype='bfloat16': the rounds train in mixed precision (weights stay float32, so
+    the saved rounds do) and every robustness and transfer row says bfloat16."""
+    from robustlib import advtrain
+
+    make_finetune_run(store, "s", {"a": tiny_models["a"]}, PM)
+    cfg = study.AdvTrainStudyConfig(**{**SMALL, "min_rounds": 0, "rounds": 2}, train_attacks=["random_token"],
+                                    dtype="bfloat16", transfer_attacks=[{"name": "random_token", "iterations": 1}])
+    assert cfg.model_config(cfg.train_specs()[0], 1.0, 2).training.dtype == "bfloat16"
+    run = cfg.open_run("s", store=store)
+    adv, robustness, transfer = study.run(cfg, run, progress=False)
+    assert set(robustness["dtype"]) == {"bfloat16"} and set(transfer["dtype"]) == {"bfloat16"}
+    assert len(adv) == 2 and np.isfinite(adv["train_loss"]).all()
+    model = tiny_models["a"]
+    advtrain.load_round(run.artifact_path("advtrain", "a__seed0__random_token@1"), model=model)
+    assert next(model.parameters()).dtype.is_floating_point and str(next(model.parameters()).dtype) == "torch.float32"
 
 
 def test_registered_as_the_notebooks_config():

@@ -29,6 +29,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
         ({"n_examples": 0}, "n_examples"),
         ({"threads": -1}, "threads"),
         ({"seed": True}, "seed=True"),
+        ({"dtype": "fp8"}, "dtype='fp8'.*bfloat16"),
+        ({"device": "tpu"}, "unknown device 'tpu'"),
     ],
 )
 def test_bad_attack_study_values(kwargs, match):
@@ -136,3 +138,25 @@ def test_a_study_moved_to_another_path_keeps_working(store, make_finetune_run, m
     table = study.run(cfg, again, progress=False)
     pd.testing.assert_frame_equal(table, first, check_like=True)  # read back from the moved tables, not redone
     assert not any(str(store.root) in str(v) for v in table.to_numpy().ravel())
+
+
+def test_attacks_at_another_precision(store, make_finetune_run, make_tiny_classifier):
+    """dtype='bfloat16' loads the targets in bf16 and says so in every row; 'auto' is
+    float32 on the CPU (the paper's precision)."""
+    data = DataSpec("password_match", "1", None, 0, 16, 8)
+    make_finetune_run(store, "s", {"a": make_tiny_classifier(hidden=8, layers=1)}, data)
+    attack = {"name": "random_token", "iterations": 2}
+    tables = {}
+    for dtype in ("auto", "bfloat16"):
+        cfg = study.AttackStudyConfig(attack=attack, dtype=dtype)
+        tables[dtype] = study.run(cfg, cfg.open_run("s", store=store), progress=False)
+    assert set(tables["auto"]["dtype"]) == {"float32"} and set(tables["bfloat16"]["dtype"]) == {"bfloat16"}
+    assert len(tables["auto"]) == len(tables["bfloat16"]) == 3
+
+
+def test_cuda_refused_without_a_gpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="cuda"):
+        study.AttackStudyConfig(device="cuda")

@@ -221,7 +221,8 @@ def adversarial_training(
         keep_rounds: rounds whose checkpoints are kept (the latest one always is).
 
     The model is moved to the training device first (``config.training.device``: the
-    GPU when there is one), so every attack, training step and evaluation runs there.
+    GPU when there is one), so every attack, training step and evaluation runs there;
+    the training attack computes at the training precision (``config.training.dtype``).
     Flushes denormal floats for the process (:func:`robustlib.runtime.flush_denormals`).
     Returns an :class:`AdvTrainResult`; each round record has ``defense_flops_paper``
     and ``defense_flops_real`` (cumulative) besides that round's own numbers.
@@ -284,10 +285,14 @@ def _train_round(model, tokenizer, cfg: AdvTrainConfig, r: int, clean_examples, 
     """Round ``r``: attack fresh examples into the pool, train on pool + clean; its record."""
     from .. import attacks
     from ..finetune import finetune
+    from ..models import resolve_dtype
+    from ..runtime import precision
 
     t0 = time.time()
     fresh = fresh_examples[(r - 1) * cfg.n_attack_examples : r * cfg.n_attack_examples]
-    result = attacks.run_attack(cfg.spec().name, model, tokenizer, fresh, cfg.attack_config(r))
+    device = next(model.parameters()).device
+    with precision(device, resolve_dtype(cfg.training.dtype, device)):  # attacks at the training precision
+        result = attacks.run_attack(cfg.spec().name, model, tokenizer, fresh, cfg.attack_config(r))
     attack_seconds = time.time() - t0
     attack_paper = result.clean_flops_paper + sum(result.flops_per_iteration_paper)
     attack_real = result.clean_flops_real + sum(result.flops_per_iteration_real)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from ..advtrain import TRAINING_OWNS, AdvTrainConfig, adversarial_training, load_round, rounds_for_size
 from ..attacks.spec import AttackSpec, parse_specs
 from ..finetune import FinetuneConfig
-from .attack import evaluation_owns, model_labels
+from .attack import check_placement, evaluation_owns, model_labels
 from .base import DataSpec, StudyConfig
 
 #: Which rounds' checkpoints a defended model keeps: the latest only, those evaluated, all.
@@ -70,6 +70,8 @@ class AdvTrainStudyConfig(StudyConfig):
     transfer_positions: list = field(default_factory=lambda: [1.0])
     data_seed: int = 2
     seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
     threads: int = 0
 
     def validate(self) -> None:
@@ -79,6 +81,7 @@ class AdvTrainStudyConfig(StudyConfig):
         if not self.epochs_per_round > 0:
             raise self.bad("epochs_per_round", self.epochs_per_round, "a positive number")
         self.check_fraction("warmup_ratio", open_high=True)
+        check_placement(self)
         if self.keep_checkpoints not in KEEP:
             raise self.bad("keep_checkpoints", self.keep_checkpoints, str(KEEP))
         self.check_fractions("train_positions")
@@ -119,7 +122,8 @@ class AdvTrainStudyConfig(StudyConfig):
             loss_rank_weight=self.loss_rank_weight, seed=self.seed,
             training=FinetuneConfig(epochs=self.epochs_per_round, lr=self.lr, batch_size=self.batch_size,
                                     optimizer=self.optimizer, schedule=self.schedule,
-                                    warmup_ratio=self.warmup_ratio, progress=False),
+                                    warmup_ratio=self.warmup_ratio, device=self.device, dtype=self.dtype,
+                                    progress=False),
         )
 
     def eval_rounds(self, rounds: int) -> list[int]:
@@ -201,16 +205,21 @@ def run(cfg: AdvTrainStudyConfig, run, progress: bool = True):
 def _defend(ctx: _Context, rec: dict, spec: AttackSpec, position: float, tables: dict) -> None:
     """Adversarially train one model; append its rounds and robustness rows."""
     from .. import evaluate, models
+    from ..runtime import precision
 
     cfg, key = ctx.cfg, defended_key(rec["model_key"], spec.label, position)
     rounds = rounds_for_size(rec["num_params"], ctx.smallest, ctx.largest, cfg.rounds, cfg.min_rounds)
     labels = model_labels(rec, ctx.data, train_attack=spec.label, train_position=position, defended_key=key)
     eval_spec = cfg.eval_spec(spec)
-    model, tokenizer = models.load_classifier(rec["checkpoint"])
+    # float32 weights whatever cfg.dtype says: training keeps a float32 copy and computes
+    # in cfg.dtype (mixed precision), and so do the attacks on the model it trains.
+    model, tokenizer = models.load_classifier(rec["checkpoint"], device=cfg.device)
+    dtype = models.resolve_dtype(cfg.dtype, cfg.device)
 
     def evaluate_round(round_, model):
-        return evaluate.attack(model, tokenizer, ctx.val, eval_spec, position=position, attack_seed=cfg.seed,
-                               iterations=cfg.eval_iterations, **labels)[1]
+        with precision(next(model.parameters()).device, dtype):
+            return evaluate.attack(model, tokenizer, ctx.val, eval_spec, position=position, attack_seed=cfg.seed,
+                                   iterations=cfg.eval_iterations, dtype=dtype, **labels)[1]
 
     result = adversarial_training(
         model, tokenizer, ctx.clean, ctx.fresh, cfg.model_config(spec, position, rounds), val_examples=ctx.val,
@@ -240,12 +249,14 @@ def _transfer(ctx: _Context, rec: dict, spec: AttackSpec | None, position: float
     todo = [(s, p) for s in cfg.transfer_specs() for p in cfg.transfer_positions if (key, s.label, p) not in cells]
     if not todo:
         return
-    model, tokenizer = models.load_classifier(rec["checkpoint"], device="auto")
+    dtype = models.resolve_dtype(cfg.dtype, cfg.device)
+    model, tokenizer = models.load_classifier(rec["checkpoint"], device=cfg.device)
     final_round = 0
     if spec is not None:
         final_round, _ = load_round(ctx.run.artifact_path("advtrain", key), model=model)
+    model.to(models.torch_dtype(dtype))  # as 02_attack loads its targets: weights in the attack precision
     labels = model_labels(rec, ctx.data, defended_key=key, train_attack="none" if spec is None else spec.label,
-                          train_position=position, round=final_round)
+                          train_position=position, round=final_round, dtype=dtype)
     for s, p in todo:
         tables["transfer"].extend(evaluate.attack(model, tokenizer, ctx.val, s, position=p, attack_seed=cfg.seed,
                                                   **labels)[1])

@@ -26,6 +26,16 @@ EVALUATION_OWNS = {
 }
 
 
+def check_placement(cfg) -> None:
+    """``cfg.device`` and ``cfg.dtype`` are accepted names, and an explicit device is
+    there (``cuda`` without a GPU is refused before any model loads)."""
+    from ..models import DTYPES, pick_device
+
+    pick_device(cfg.device)
+    if cfg.dtype not in DTYPES:
+        raise cfg.bad("dtype", cfg.dtype, str(DTYPES))
+
+
 def evaluation_owns(position: str, iterations: str | None = None) -> dict[str, str]:
     """:data:`EVALUATION_OWNS` plus the position (and, if the study sets the budget, the
     iterations), each naming the study parameter that sets it."""
@@ -46,6 +56,8 @@ class AttackStudyConfig(StudyConfig):
     n_examples: int = 4
     data_seed: int = 1
     seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
     threads: int = 0
 
     def __post_init__(self) -> None:
@@ -58,6 +70,7 @@ class AttackStudyConfig(StudyConfig):
         self.check_fraction("position")
         self.check_positive("n_examples")
         self.check_positive("threads", zero=True)
+        check_placement(self)
 
     def spec(self) -> AttackSpec:
         return AttackSpec.parse(self.attack, "attack", evaluation_owns("position"))
@@ -87,11 +100,12 @@ def run(cfg: AttackStudyConfig, run, progress: bool = True):
     rows = run.load_rows("attack")
     done = {r["model_key"] for r in rows}
     todo = table[~table["model_key"].isin(done)].to_dict("records")
+    dtype = models.resolve_dtype(cfg.dtype, cfg.device)
     with torch_threads(cfg.threads):
         for rec in tqdm(todo, desc=f"{spec.label} attacks", disable=not progress):
-            model, tokenizer = models.load_classifier(rec["checkpoint"], device="auto")
+            model, tokenizer = models.load_classifier(rec["checkpoint"], device=cfg.device, dtype=dtype)
             result, new = evaluate.attack(model, tokenizer, examples, spec, position=cfg.position, attack_seed=cfg.seed,
-                                          **model_labels(rec, data))
+                                          **model_labels(rec, data), dtype=dtype)
             rows.extend(new)
             run.save_table("attack", rows)
             run.save_json(f"attack_examples/{rec['model_key']}.json", result.to_frame().to_dict("records"))

@@ -44,7 +44,7 @@ class FinetuneStudyConfig(StudyConfig):
     weight_decay: float = 0.0
     max_length: int = 512
     device: str = "auto"
-    dtype: str = "float32"
+    dtype: str = "auto"
     save_checkpoints: bool = True
 
     def validate(self) -> None:
