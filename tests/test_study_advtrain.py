@@ -143,6 +143,23 @@ def test_one_study_holds_two_attack_lengths(tiny_models, store, make_finetune_ru
     assert set(rob["attack"]) == {"random_token"}
 
 
+def test_beast_at_25_tokens_and_gcg_at_10_in_one_study(tiny_models, store, make_finetune_run):
+    """The paper's settings side by side: BEAST (25 tokens, beam 7, 25 iterations) and
+    GCG (10 tokens, top-k 256, 128 candidates, 10 iterations) as transfer attacks of one
+    study, each at its own length and budget."""
+    make_finetune_run(store, "s", {"a": tiny_models["a"]}, PM)
+    cfg = study.AdvTrainStudyConfig(
+        **{**SMALL, "rounds": 1, "min_rounds": 0, "eval_examples": 2}, train_attacks=["random_token"],
+        transfer_attacks=[{"name": "beast", "sampler_model": "zoo-0.3m"}, {"name": "gcg", "init": "paper"}])
+    assert [s.config().n_attack_tokens for s in cfg.transfer_specs()] == [25, 10]
+    run = cfg.open_run("s", store=store)
+    _, _, transfer = study.run(cfg, run, progress=False)
+    last = transfer.groupby(["defended_key", "attack"])["iteration"].max().unstack()
+    assert (last["beast"] == 25).all() and (last["gcg"] == 10).all() and len(last) == 2  # none + defended
+    for _, curve in transfer.groupby(["defended_key", "attack"]):
+        assert curve["attack_flops_paper"].is_monotonic_increasing and curve["iteration"].is_unique
+
+
 def test_study_rejects_unknown_sizes(tiny_models, store, make_finetune_run):
     make_finetune_run(store, "s", tiny_models, PM)
     run = study.AdvTrainStudyConfig(sizes=["zoo-8m"]).open_run("s", store=store)
