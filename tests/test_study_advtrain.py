@@ -40,6 +40,8 @@ SMALL = dict(rounds=3, min_rounds=2, n_attack_examples=4, attack_iterations_star
         ({"stop_on_success": "yes"}, "stop_on_success='yes'"),
         ({"keep_checkpoints": "some"}, "keep_checkpoints='some'.*all"),
         ({"dtype": "half"}, "dtype='half'"),
+        ({"rounds_by_size": {"zoo-1m": 0}}, "rounds_by_size=.*positive integers"),
+        ({"rounds_by_size": [60, 5]}, "rounds_by_size=\\[60, 5\\]"),
         ({"device": "gpu"}, "unknown device 'gpu'"),
     ],
 )
@@ -158,6 +160,22 @@ def test_beast_at_25_tokens_and_gcg_at_10_in_one_study(tiny_models, store, make_
     assert (last["beast"] == 25).all() and (last["gcg"] == 10).all() and len(last) == 2  # none + defended
     for _, curve in transfer.groupby(["defended_key", "attack"]):
         assert curve["attack_flops_paper"].is_monotonic_increasing and curve["iteration"].is_unique
+
+
+def test_rounds_by_size_as_the_paper_set_them(tiny_models, store, make_finetune_run):
+    """The paper's schedule is a table, not a line (60 rounds up to Pythia-160m, then 21,
+    8, 6, 5): rounds_by_size sets a model's rounds, the others follow rounds/min_rounds,
+    and a name the study does not defend is refused before any training."""
+    make_finetune_run(store, "s", tiny_models, PM)
+    cfg = study.AdvTrainStudyConfig(**{**SMALL, "rounds": 3, "min_rounds": 2}, rounds_by_size={"a": 1},
+                                    train_attacks=["random_token"],
+                                    transfer_attacks=[{"name": "random_token", "iterations": 1}])
+    assert cfg.rounds_for("a", 10, 10, 100) == 1 and cfg.rounds_for("b", 100, 10, 100) == 2
+    adv, _, _ = study.run(cfg, cfg.open_run("s", store=store), progress=False)
+    assert adv.groupby("model")["round"].max().to_dict() == {"a": 1, "b": 2}
+    bad = study.AdvTrainStudyConfig(**SMALL, rounds_by_size={"pythia-14m": 60})
+    with pytest.raises(ValueError, match="rounds_by_size names \\['pythia-14m'\\].*accepted: \\['a', 'b'\\]"):
+        study.run(bad, bad.open_run("s", store=store), progress=False)
 
 
 def test_study_rejects_unknown_sizes(tiny_models, store, make_finetune_run):

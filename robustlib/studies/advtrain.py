@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from ..advtrain import TRAINING_OWNS, AdvTrainConfig, adversarial_training, load_round, rounds_for_size
 from ..attacks.spec import AttackSpec, parse_specs
+from ..config import is_int
 from ..finetune import FinetuneConfig
 from .attack import check_placement, evaluation_owns, model_labels
 from .base import DataSpec, StudyConfig
@@ -43,6 +44,7 @@ class AdvTrainStudyConfig(StudyConfig):
     train_positions: list = field(default_factory=lambda: [1.0])
     rounds: int = 2
     min_rounds: int = 0
+    rounds_by_size: dict = field(default_factory=dict)
     n_attack_examples: int = 8
     attack_iterations_start: int = 1
     attack_iterations_end: int = 2
@@ -78,6 +80,9 @@ class AdvTrainStudyConfig(StudyConfig):
         self.check_positive("rounds", "n_attack_examples", "attack_iterations_start", "attack_iterations_end",
                             "train_examples_per_round", "eval_iterations", "eval_examples")
         self.check_positive("min_rounds", "eval_every", "threads", zero=True)
+        if not isinstance(self.rounds_by_size, dict) or not all(
+                isinstance(k, str) and is_int(v) and v > 0 for k, v in self.rounds_by_size.items()):
+            raise self.bad("rounds_by_size", self.rounds_by_size, "a mapping of model names to positive integers")
         if not self.epochs_per_round > 0:
             raise self.bad("epochs_per_round", self.epochs_per_round, "a positive number")
         self.check_fraction("warmup_ratio", open_high=True)
@@ -92,7 +97,7 @@ class AdvTrainStudyConfig(StudyConfig):
             self.eval_attack = self.eval_spec(None).to_dict()
         for spec in self.train_specs():  # every setting of every defended model, built once
             for p in self.train_positions:
-                self.model_config(spec, p, self.rounds)
+                self.model_config(spec, p, self.max_rounds())
                 self.eval_spec(spec).config(iterations=self.eval_iterations, position=p)
         for spec in self.transfer_specs():
             for p in self.transfer_positions:
@@ -126,6 +131,17 @@ class AdvTrainStudyConfig(StudyConfig):
                                     progress=False),
         )
 
+    def max_rounds(self) -> int:
+        """The most rounds any model of the study trains for."""
+        return max([self.rounds, *self.rounds_by_size.values()])
+
+    def rounds_for(self, model: str, num_params: int, smallest: int, largest: int) -> int:
+        """Rounds for ``model``: its entry in ``rounds_by_size``, else ``rounds`` for the
+        smallest size down to ``min_rounds`` for the largest (:func:`rounds_for_size`)."""
+        if model in self.rounds_by_size:
+            return self.rounds_by_size[model]
+        return rounds_for_size(num_params, smallest, largest, self.rounds, self.min_rounds)
+
     def eval_rounds(self, rounds: int) -> list[int]:
         every = list(range(self.eval_every, rounds, self.eval_every)) if self.eval_every else []
         return sorted({0, rounds, *every})
@@ -152,6 +168,10 @@ def select_models(table, cfg: AdvTrainStudyConfig):
             if missing:
                 raise ValueError(f"{name} {missing} are not in the fine-tuning study; accepted: {have}")
             table = table[table[col].isin(wanted)]
+    unknown = sorted(set(cfg.rounds_by_size) - set(table["model"]))
+    if unknown:
+        raise ValueError(f"rounds_by_size names {unknown}, not among the models to defend; accepted: "
+                         f"{sorted(set(table['model']))}")
     return table.sort_values(["num_params", "seed"])
 
 
@@ -186,7 +206,7 @@ def run(cfg: AdvTrainStudyConfig, run, progress: bool = True):
     for p in {*cfg.train_positions, *cfg.transfer_positions}:
         val[0].attack_split(p)  # a bad position fails here, before any model loads
     ctx = _Context(cfg, run, data, data.examples("train"),
-                   data.examples("train", n=cfg.rounds * cfg.n_attack_examples, seed=cfg.data_seed), val,
+                   data.examples("train", n=cfg.max_rounds() * cfg.n_attack_examples, seed=cfg.data_seed), val,
                    int(table["num_params"].min()), int(table["num_params"].max()), progress)
     tables = {name: run.load_rows(name) for name in ("advtrain", "robustness", "transfer")}
     models = table.to_dict("records")
@@ -208,7 +228,7 @@ def _defend(ctx: _Context, rec: dict, spec: AttackSpec, position: float, tables:
     from ..runtime import precision
 
     cfg, key = ctx.cfg, defended_key(rec["model_key"], spec.label, position)
-    rounds = rounds_for_size(rec["num_params"], ctx.smallest, ctx.largest, cfg.rounds, cfg.min_rounds)
+    rounds = cfg.rounds_for(rec["model"], rec["num_params"], ctx.smallest, ctx.largest)
     labels = model_labels(rec, ctx.data, train_attack=spec.label, train_position=position, defended_key=key)
     eval_spec = cfg.eval_spec(spec)
     # float32 weights whatever cfg.dtype says: training keeps a float32 copy and computes
