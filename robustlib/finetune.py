@@ -89,6 +89,8 @@ class FinetuneResult:
     n_dropped_train: int = 0
     n_dropped_val: int = 0
     max_tokens: int = 0  # the length limit applied (see :func:`length_limit`)
+    dtype: str = "float32"  # the compute precision used ("auto" resolved)
+    device: str = "cpu"  # the device type trained on
 
     def as_record(self) -> dict:
         """A flat dict for the run store (the loss curve left out)."""
@@ -364,4 +366,6 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
         n_dropped_train=len(train_examples) - len(train_kept),
         n_dropped_val=len(val_examples) - len(val_kept),
         max_tokens=limit,
+        dtype=resolve_dtype(cfg.dtype, device),
+        device=device.type,
     )

@@ -118,5 +118,6 @@ def smollm2():
 
     path = fetch.available("smollm2")
     if path is None:
-        pytest.skip(f"SmolLM2-135M-Instruct is not fetched (run `make real-models`; it goes to {fetch.folder('smollm2')})")
+        pytest.skip("SmolLM2-135M-Instruct is not fetched "
+                    f"(run `make real-models`; it goes to {fetch.folder('smollm2')})")
     return str(path)

@@ -175,3 +175,14 @@ def test_precisions_and_devices_change_within_one_process():
         acc = ft._accelerator(ft.FinetuneConfig(dtype=dtype, device=device))
         seen.append(acc.mixed_precision)
     assert seen == ["no", "bf16", "no"]
+
+
+def test_the_precision_used_is_recorded(tiny_classifier):
+    from robustlib import finetune as ft
+
+    model, tok = tiny_classifier
+    train = tasks.load_examples("password_match", "train", n=8, seed=0)
+    for dtype, expected in (("auto", "float32"), ("bfloat16", "bfloat16")):
+        res = ft.finetune(model, tok, train, train[:4], ft.FinetuneConfig(
+            epochs=1, batch_size=8, dtype=dtype, device="cpu", progress=False))
+        assert res.dtype == expected and res.device == "cpu" and res.as_record()["dtype"] == expected
