@@ -28,6 +28,10 @@ import torch
 #: Tokens every Pythia model was pretrained on: 299.89B (the deduplicated Pile, seen
 #: for about 1.5 epochs); the paper's pretraining compute is 6 N times this.
 PYTHIA_PRETRAIN_TOKENS = 299_892_736_000
+#: Tokens Qwen2.5 was pretrained on, as published (18T, every size; Qwen2.5 technical
+#: report). The paper's release does not use one count for its Qwen2.5 sizes: see
+#: :func:`robustlib.models.pretrain_compute`.
+QWEN25_PRETRAIN_TOKENS = 18_000_000_000_000
 
 
 def forward_flops(num_params: int, tokens: int) -> int:

@@ -22,7 +22,7 @@ import torch
 
 from . import paths
 from .config import UnknownNameError, is_int
-from .flops import PYTHIA_PRETRAIN_TOKENS, pretrain_flops
+from .flops import PYTHIA_PRETRAIN_TOKENS, QWEN25_PRETRAIN_TOKENS, pretrain_flops
 
 log = logging.getLogger("robustlib.models")
 
@@ -98,7 +98,7 @@ PRESETS: dict[str, Preset] = {
     **{f"pythia-{k}": Preset(f"pythia-{k}", "pythia", f"EleutherAI/pythia-{k}", v, "gpt_neox",
                                    PYTHIA_PRETRAIN_TOKENS)
        for k, v in _PYTHIA_SHAPES.items()},
-    **{f"qwen2.5-{k}": Preset(f"qwen2.5-{k}", "qwen2.5", f"Qwen/Qwen2.5-{k}", v, "qwen2")
+    **{f"qwen2.5-{k}": Preset(f"qwen2.5-{k}", "qwen2.5", f"Qwen/Qwen2.5-{k}", v, "qwen2", QWEN25_PRETRAIN_TOKENS)
        for k, v in _QWEN_SHAPES.items()},
     **_zoo_presets(),
 }
@@ -133,25 +133,53 @@ def _config(preset: Preset, num_labels: int = 2):
     return cfg
 
 
+#: What :func:`num_params` counts.
+PARAM_KINDS = ("classifier", "backbone", "causal_lm")
+
+
 @lru_cache(maxsize=None)
 def num_params(name: str, kind: str = "classifier") -> int:
-    """Parameter count without weights: ``kind`` is "classifier" (2-way head, the
-    paper's model size) or "causal_lm" (with the unembedding)."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    """Parameter count without weights. ``kind``: ``"classifier"`` (with a 2-way head:
+    the paper's model size), ``"backbone"`` (the transformer alone, neither head nor
+    unembedding: the N of the release's pretraining compute) or ``"causal_lm"`` (with
+    the unembedding)."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    if kind not in ("classifier", "causal_lm"):
-        raise ValueError(f"kind must be 'classifier' or 'causal_lm', got {kind!r}")
+    if kind not in PARAM_KINDS:
+        raise ValueError(f"kind={kind!r} is invalid; accepted: {PARAM_KINDS}")
     preset = get_preset(name)
-    cls = AutoModelForSequenceClassification if kind == "classifier" else AutoModelForCausalLM
+    cls = {"classifier": AutoModelForSequenceClassification, "backbone": AutoModel,
+           "causal_lm": AutoModelForCausalLM}[kind]
     with torch.device("meta"):
         model = cls.from_config(_config(preset))
     return sum(p.numel() for p in model.parameters())
 
 
-def pretrain_compute(name: str) -> int | None:
-    """6 N D for a preset (N: causal-LM parameters; D: its pretraining tokens).
+def preset_by_params(family: str, classifier_params: int) -> str | None:
+    """The preset of ``family`` whose classifier has ``classifier_params`` parameters
+    (the released tables' ``num_params``), None when no preset has."""
+    for name in family_sizes(family):
+        if num_params(name) == classifier_params:
+            return name
+    return None
 
-    For the offline family, D and N come from the zoo's ``manifest.json``.
+
+def pretrain_compute(name: str) -> int | None:
+    """Pretraining compute 6 N D of a preset, in the paper's release convention.
+
+    N is the backbone (:func:`num_params` ``kind="backbone"``): the release's
+    ``pretrain_compute`` column is exactly 6 x backbone x 299,892,736,000 for every
+    Pythia size (7,628,800 parameters for Pythia-14m, where the causal LM has
+    14,067,712), per ``cache_csvs/`` of AlignmentResearch/scaling-llm-robustness-paper.
+    D is the family's published token count: 299.89B for Pythia, 18T for Qwen2.5
+    (:data:`~robustlib.flops.QWEN25_PRETRAIN_TOKENS`). The release's Qwen2.5 figures do
+    not follow one D: divided by 6 x the classifier's N they imply 18.0T (0.5B), 10.5T
+    (1.5B), 25.9T (3B), 4.6T (7B) and 11.1T (14B) tokens. When analysing the release use
+    its own column (:func:`robustlib.analysis.load_paper_results` does); this function
+    is the convention for the lab's own runs.
+
+    For the offline family, the figure of the zoo's ``manifest.json`` (6 x its causal
+    LM's parameters x the tokens it was pretrained on); None for a zoo model not built.
     """
     preset = get_preset(name)
     if preset.family == "zoo":
@@ -159,7 +187,7 @@ def pretrain_compute(name: str) -> int | None:
         return int(rec["pretrain_flops"]) if rec else None
     if preset.pretrain_tokens is None:
         return None
-    return pretrain_flops(num_params(name, "causal_lm"), preset.pretrain_tokens)
+    return pretrain_flops(num_params(name, "backbone"), preset.pretrain_tokens)
 
 
 def zoo_manifest() -> dict:

@@ -171,25 +171,48 @@ def asr_curves(tidy: pd.DataFrame, x: str = "iteration", title: str | None = Non
     return (area + line).properties(title=title or default, width=420, height=280)
 
 
-def asr_vs_params(summary: pd.DataFrame, iteration: int, title: str | None = None,
+def asr_vs_params(summary: pd.DataFrame, iteration: int | None, title: str | None = None,
                   color: str | None = None) -> alt.Chart:
     """ASR at a fixed budget against model size (log axis): median (line), min-max band.
 
     ``summary``: :func:`robustlib.analysis.asr_at_budget` output (model, num_params,
-    median, min, max). ``color``: a column splitting the
-    lines (e.g. ``task``), one colour each.
+    median, min, max). ``iteration``: the budget, for the axis title; None when the
+    lines are read at different budgets (each attack at its own; the tooltip says
+    which). ``color``: a column splitting the lines (e.g. ``task`` or ``attack``), one
+    colour each.
     """
     require_columns(summary, {"model", "num_params", "median", "min", "max"} | ({color} if color else set()),
                     "summary")
     x = _params_x()
     y = alt.Scale(domain=[0, 1])
     extra = {"color": alt.Color(f"{color}:N", title=color)} if color else {}
+    said = f"after {iteration} iterations" if iteration is not None else "at each attack's budget"
     band = alt.Chart(summary).mark_area(opacity=0.2).encode(x=x, y=alt.Y("min:Q", scale=y), y2="max:Q", **extra)
+    tips = ["model", "num_params", "median", "min", "max"] + [c for c in ("iteration",) if c in summary.columns]
     line = alt.Chart(summary).mark_line(point=True).encode(
-        x=x, y=alt.Y("median:Q", scale=y, title=f"ASR after {iteration} iterations"),
-        tooltip=["model", "num_params", "median", "min", "max"] + ([color] if color else []), **extra,
+        x=x, y=alt.Y("median:Q", scale=y, title=f"ASR {said}"),
+        tooltip=tips + ([color] if color else []), **extra,
     )
-    return (band + line).properties(title=title or f"ASR at {iteration} iterations vs size", width=420, height=280)
+    return (band + line).properties(title=title or f"ASR {said} vs size", width=420, height=280)
+
+
+def defense_vs_round(compute: pd.DataFrame, title: str = "Defense compute vs adversarial-training round") -> alt.Chart:
+    """Cumulative defense FLOPs (log axis) against adversarial-training round, one line
+    per size: the median over seeds with its min-max band.
+
+    ``compute``: :func:`robustlib.studies.paper_results.training_compute` output for one
+    training condition (``model``, ``num_params``, ``round``, ``median``, ``min``,
+    ``max``); round 0 (no compute yet) is left off the log axis."""
+    require_columns(compute, {"model", "num_params", "round", "median", "min", "max"}, "compute")
+    data = compute[compute["median"] > 0]
+    x = alt.X("round:Q", title="adversarial-training round")
+    color = size_colour(data)
+    area = alt.Chart(data).mark_area(opacity=0.15).encode(x=x, y=_flops(alt.Y, "min", "defense FLOPs"), y2="max:Q",
+                                                          color=color)
+    line = alt.Chart(data).mark_line(point=True).encode(
+        x=x, y=_flops(alt.Y, "median", "defense FLOPs (training + attack generation)"), color=color,
+        tooltip=["model", "round", "median", "min", "max", "seeds"])
+    return (area + line).properties(title=title, width=420, height=280)
 
 
 def _robustness_at(tidy: pd.DataFrame, iteration: int) -> pd.DataFrame:
@@ -356,3 +379,9 @@ def offense_defense(points: pd.DataFrame, per_size: pd.DataFrame | None = None,
         layers.append(alt.Chart(pd.DataFrame(rows)).mark_line(strokeDash=[6, 3]).encode(
             x=x, y=y, color=color, detail="model:N"))
     return alt.layer(*layers).properties(title=title, width=420, height=300)
+
+
+def side_by_side(*charts) -> alt.HConcatChart:
+    """Charts in one row, each with its own colour legend (sizes in one, attacks in
+    another: a shared scale would merge them into one legend)."""
+    return alt.hconcat(*charts).resolve_scale(color="independent")

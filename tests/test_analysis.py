@@ -39,7 +39,7 @@ def test_sources_tasks_and_models(tidy):
     assert s.loc["ian_106_gcg_pythia_imdb.csv", "attack"] == "gcg"
     assert s.loc["tom_013_eval_niki_171_gcg.csv", "first_iteration"] == 12  # recorded every 12th iteration
     assert set(tidy["model"]) >= {"pythia-14m", "pythia-1.4b", "pythia-12b", "Qwen2.5-0.5B", "Qwen2.5-7B-Instruct"}
-    assert list(tidy.columns) == analysis.COLUMNS
+    assert list(tidy.columns) == analysis.COLUMNS + list(analysis.released.RELEASED_EXTRAS)
     assert tidy.attrs["duplicates_dropped"]["ian_107_gcg_pythia_pm.csv"] == 0
 
 
@@ -127,14 +127,16 @@ def test_offense_defense_fit_equals_a_direct_fit(tidy):
 @needs_results
 def test_training_pairs_restart_glitches_and_pretraining(tidy):
     train = analysis.load_paper_training(RESULTS)
-    assert list(train.columns) == analysis.TRAINING_COLUMNS
+    assert list(train.columns) == analysis.TRAINING_COLUMNS + list(analysis.released.TRAINING_EXTRAS)
     # The folder grows with more of the release: check the files these numbers are about.
     glitches = train.attrs["restart_glitches"]
     assert glitches["niki_171_adv_tr_gcg_pm_small.csv"] == 30
-    assert glitches["oskar_024b_adv_tr_qwen25_gcg_spam.csv"] == 3
+    assert glitches["oskar_024b_adv_tr_qwen25_gcg_spam.csv"] == 0  # three sub-1% wobbles, kept
     kept = analysis.load_paper_training(RESULTS, drop_restart_glitches=False)
     assert len(kept) - len(train) == sum(glitches.values())
-    assert (train.groupby(["source", "num_params", "seed"])["defense_flops"].diff().dropna() >= 0).all()
+    # what is left never falls by more than a wobble (the largest: 0.9%)
+    steps = train.groupby(["source", "num_params", "seed"])["defense_flops"]
+    assert (train["defense_flops"] >= 0.99 * steps.cummax()).all()
     # round 0 of the Pythia training is before any adversarial training: no compute
     assert (train[(train["family"] == "pythia") & (train["round"] == 0)]["defense_flops"] == 0).all()
     q = tidy[tidy["source"] == "oskar_026a_gcg_eval_qwen25_adv_spam.csv"]
@@ -142,11 +144,11 @@ def test_training_pairs_restart_glitches_and_pretraining(tidy):
     # every evaluated round pairs with a training row, except those whose row was a glitch
     missing = p[p["defense_flops"].isna()][["model", "seed", "round"]].drop_duplicates()
     assert len(missing) == 17
-    assert q["defense_flops"].isna().groupby([q["model"], q["round"]]).any().sum() == 1  # Qwen2.5-3B round 2
+    assert q["defense_flops"].notna().all()  # Qwen2.5-3B round 2, 0.6% below round 1, pairs too
     assert q["pretrain_compute"].notna().all() and p["pretrain_compute"].notna().all()
-    # Pythia sizes without training rows get 6 N D (the released 12b has none)
+    # Pythia sizes without training rows get the release's 6 N D, N the backbone (the released 12b has none)
     big = tidy[(tidy["model"] == "pythia-12b")]
-    assert big["pretrain_compute"].iloc[0] == pytest.approx(6 * 11586560000 * flops.PYTHIA_PRETRAIN_TOKENS)
+    assert big["pretrain_compute"].iloc[0] == 6 * (11586560000 - 2 * 5120) * flops.PYTHIA_PRETRAIN_TOKENS
     # the training attack is read from the evaluated models' names
     assert set(p["train_attack"]) == {"gcg"} and set(tidy[tidy["round"].eq(0) & tidy["source"].str.startswith(
         "ian_107")]["train_attack"]) == {"none"}

@@ -16,8 +16,16 @@ def test_paper_convention_ratios():
     assert flops.pretrain_flops(1_000) == 6 * 1_000 * flops.PYTHIA_PRETRAIN_TOKENS
 
 
-def test_pythia_pretrain_compute_uses_lm_params():
-    assert models.pretrain_compute("pythia-14m") == 6 * 14_067_712 * 299_892_736_000
+def test_pretrain_compute_is_the_releases_convention():
+    """6 N D with N the backbone (no head, no unembedding): Pythia-14m's 7,628,800, not
+    its causal LM's 14,067,712; Qwen2.5 at its published 18T tokens."""
+    assert models.pretrain_compute("pythia-14m") == 6 * 7_628_800 * 299_892_736_000
+    assert models.num_params("pythia-14m", "backbone") == 7_628_800 == models.num_params("pythia-14m") - 2 * 128
+    backbone = models.num_params("qwen2.5-0.5B", "backbone")
+    assert models.pretrain_compute("qwen2.5-0.5B") == 6 * backbone * 18_000_000_000_000
+    assert backbone == models.num_params("qwen2.5-0.5B") - 2 * 896
+    with pytest.raises(ValueError, match="kind='lm'.*backbone"):
+        models.num_params("pythia-14m", "lm")
 
 
 def test_counted_tallies_both_conventions(tiny_classifier):

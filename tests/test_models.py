@@ -1,5 +1,8 @@
+import re
+
 import pytest
 import torch
+from paper_direct import RESULTS, needs_results
 
 from robustlib import models
 
@@ -246,3 +249,40 @@ def test_precision_computes_in_bf16_and_float32_leaves_it():
     with precision("cpu", "float32"):
         assert model(input_ids=ids).logits.dtype is torch.float32
     assert next(model.parameters()).dtype is torch.float32  # weights untouched
+
+
+@needs_results
+def test_pretrain_compute_equals_the_released_column_for_every_pythia_size():
+    """The released ``pretrain_compute`` is 6 x backbone x 299.89B exactly, for every
+    Pythia size a training table holds; the no-ramp table's two misfiled figures (the
+    31m and 70m values under 410m and 2.8b) are the exception the loader outvotes."""
+    import pandas as pd
+
+    seen = set()
+    for path in sorted(RESULTS.rglob("*.csv")):
+        raw = pd.read_csv(path)
+        if "pretrain_compute" not in raw.columns:
+            continue
+        for name, value in zip(raw["model_name_or_path"], raw["pretrain_compute"]):
+            size = re.search(r"pythia-([0-9.]+[mb])", name)
+            if size and "no_ramp" not in str(raw.get("model_key", pd.Series([""])).iloc[0]):
+                assert models.pretrain_compute(f"pythia-{size.group(1)}") == int(value), (path.name, name)
+                seen.add(size.group(1))
+    assert {"14m", "31m", "70m", "160m", "410m", "1b", "1.4b", "2.8b"} <= seen
+
+
+@needs_results
+def test_the_releases_qwen_figures_imply_no_single_token_count():
+    """For the lab's own runs Qwen2.5 gets the published 18T; the release's column, read
+    as 6 x the classifier's N x D, implies another D per size (stated in the docstring
+    of ``models.pretrain_compute``)."""
+    import pandas as pd
+
+    raw = pd.concat(pd.read_csv(p) for p in RESULTS.rglob("*.csv")
+                    if "pretrain_compute" in pd.read_csv(p, nrows=0).columns)
+    qwen = raw[raw["model_name_or_path"].str.contains("Qwen2.5")].drop_duplicates("num_params")
+    implied = dict(zip(qwen["model_name_or_path"].str.extract(r"(Qwen2\.5-[0-9.]+B)")[0],
+                       qwen["pretrain_compute"] / 6 / qwen["num_params"] / 1e12))
+    assert implied == pytest.approx({"Qwen2.5-0.5B": 18.0, "Qwen2.5-1.5B": 10.5, "Qwen2.5-3B": 25.91,
+                                     "Qwen2.5-7B": 4.58, "Qwen2.5-14B": 11.08}, abs=0.01)
+    assert models.pretrain_compute("qwen2.5-7B") == 6 * models.num_params("qwen2.5-7B", "backbone") * 18 * 10**12

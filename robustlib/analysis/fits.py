@@ -147,7 +147,7 @@ def robustness_vs_size(tidy: pd.DataFrame, iteration: int, n: str = "n_attacked"
 
 
 #: Which defense compute :func:`offense_defense` puts on the x axis.
-DEFENSE = ("seed", "size_median")
+DEFENSE = ("seed", "size_median", "seed_mean")
 
 
 def offense_defense(tidy: pd.DataFrame, threshold: float = 0.02, normalise: str | None = None,
@@ -158,11 +158,16 @@ def offense_defense(tidy: pd.DataFrame, threshold: float = 0.02, normalise: str 
     compute is a point; rounds with none (round 0) and curves that never reach the
     threshold within their budget are left out. One source/task/attack at a time.
 
-    ``flops``: see :func:`compute_to_reach`. ``defense``: ``"seed"`` takes each
-    curve's own defense compute; ``"size_median"`` the median over the table's seeds
-    of that size and round (robust to one seed's mis-recorded compute, and close to
-    the paper's x axis, the mean over seeds; a seed whose own figure is missing then
-    keeps its point). ``normalise="pretrain"`` divides both
+    ``flops``: see :func:`compute_to_reach` (``"size_mean"`` is the paper's choice).
+    ``defense``: ``"seed"`` (the default) takes each curve's own defense compute;
+    ``"size_median"`` the median over the seeds this table evaluated at that size and
+    round (robust to one seed's mis-recorded compute; where only one seed was evaluated
+    it is that seed's own figure, so a seed whose figure is missing stays out);
+    ``"seed_mean"`` the mean over the *training* seeds of that size and round, the
+    paper's axis (``defense_flops_seed_mean`` of the released tables, which averages
+    every training seed whether evaluated or not; for a table without that column, the
+    mean over its own seeds). With ``seed_mean`` an evaluated seed whose own training
+    row was a restart glitch keeps its point. ``normalise="pretrain"`` divides both
     axes by the model's pretraining compute, the paper's "fraction of pretraining
     compute". The normaliser is the table's ``pretrain_compute`` (6ND: the released
     tables carry it; the lab's robustness table when 03 recorded it), overridden by
@@ -172,6 +177,11 @@ def offense_defense(tidy: pd.DataFrame, threshold: float = 0.02, normalise: str 
     slopes do not change under this normalisation (both axes shift by the same
     constant); the pooled slope does unless the normaliser is a power of N.
 
+    Every fitted row also has ``anchored``: the share of its points whose crossing is a
+    line from (0, 0) (:func:`~robustlib.analysis.tidy.crossing_from_anchor`: the
+    curve's first recorded iteration already past the threshold). At 1.0 the slope
+    rests on no measured crossing at all and says nothing about attack scaling.
+
     Returns ``(points, per_size, pooled_row, pooled_result)``; ``points`` has
     ``log_attack``, ``log_defense``, ``log_params`` and ``scale`` (what the axes are).
     """
@@ -180,11 +190,16 @@ def offense_defense(tidy: pd.DataFrame, threshold: float = 0.02, normalise: str 
     if defense not in DEFENSE:
         raise ValueError(f"defense={defense!r} is invalid; accepted: {DEFENSE}")
     require_columns(tidy, {"defense_flops", "num_params"})
-    require_one_condition(tidy, ("source", "task", "attack", "position", "train_attack", "train_position"),
+    require_one_condition(tidy, ("source", "task", "attack", "position", "train_attack", "train_position",
+                                  "train_variant"),
                    "offense_defense")
     points = compute_to_reach(tidy, threshold, flops=flops)
     if defense == "size_median":
         points["defense_flops"] = points.groupby(["model", "round"])["defense_flops"].transform("median")
+    elif defense == "seed_mean":
+        own = points.groupby(["model", "round"])["defense_flops"].transform("mean")
+        points["defense_flops"] = points["defense_flops_seed_mean"].where(points["defense_flops_seed_mean"].notna(),
+                                                                          own)
     points = points[(points["defense_flops"] > 0) & points["attack_flops_to_reach"].notna()].copy()
     if points.empty:
         raise ValueError(f"no adversarially trained curve reaches ASR {threshold}; nothing to fit")
@@ -205,9 +220,12 @@ def offense_defense(tidy: pd.DataFrame, threshold: float = 0.02, normalise: str 
     for (model, n), g in points.groupby(["model", "num_params"], sort=False):
         if not signal(g, "log_attack", "log_defense"):
             row, _ = _fit(g, "log_attack ~ log_defense", "log_defense", model=model, num_params=n)
-            rows.append(row)
+            rows.append({**row, "anchored": float(g["from_anchor"].mean())})
     per_size = _fits_frame(rows, ["model", "num_params"]).sort_values("num_params").reset_index(drop=True)
+    if "anchored" not in per_size:
+        per_size["anchored"] = pd.Series(dtype=float)
     formula = "log_attack ~ log_defense + log_params" if points["num_params"].nunique() > 1 else \
         "log_attack ~ log_defense"
     pooled_row, pooled = _fit(points, formula, "log_defense", model="pooled")
+    pooled_row["anchored"] = float(points["from_anchor"].mean())
     return points.reset_index(drop=True), per_size, pooled_row, pooled

@@ -242,6 +242,7 @@ def interpolate_crossing(iterations, asr, threshold: float, cumulative=None,
     later iteration (the released adversarial-training evaluations record every 12th)
     is interpolated from (0, 0) when its first recorded point already reaches the
     threshold. Without it, such a curve returns its first recorded iteration.
+    :func:`crossing_from_anchor` says whether a curve's crossing came from that anchor.
     """
     if not threshold > 0:
         raise ValueError(f"threshold={threshold!r} is invalid; accepted: an ASR fraction above 0")
@@ -266,21 +267,38 @@ def interpolate_crossing(iterations, asr, threshold: float, cumulative=None,
     return float(it[j - 1] + frac * (it[j] - it[j - 1])), float(c[j - 1] + frac * (c[j] - c[j - 1]))
 
 
+def crossing_from_anchor(iterations, asr, threshold: float) -> bool:
+    """True when a curve's first recorded attack iteration (> 0) already reaches
+    ``threshold``: its crossing is then a straight line from ASR 0 at iteration 0 (the
+    anchor, recorded or not), which says only that the first iteration overshot, not
+    where the curve crossed."""
+    it = np.asarray(iterations, dtype=float)
+    a = np.asarray(asr, dtype=float)
+    keep = ~np.isnan(a) & (it > 0)
+    if not keep.any():
+        return False
+    return bool(a[keep][np.argmin(it[keep])] >= threshold)
+
+
 def compute_to_reach(tidy: pd.DataFrame, threshold: float,
                      by=("source", "task", "family", "train_attack", "attack", "model", "num_params", "seed", "round"),
                      flops: str = "cumulative", anchor_zero: bool = True) -> pd.DataFrame:
     """Per curve (group ``by``): iterations and attack FLOPs per example to reach
     ``threshold`` ASR (:func:`interpolate_crossing`; NaN if never reached within the
-    curve's ``budget``), with the curve's ``defense_flops`` and ``pretrain_compute``.
+    curve's ``budget``), with the curve's ``defense_flops``, ``pretrain_compute``,
+    ``defense_flops_seed_mean`` where the table has it, and ``from_anchor``
+    (:func:`crossing_from_anchor`: the crossing is a line from (0, 0), not measured).
 
-    ``flops``: ``"cumulative"`` interpolates the curve's own cumulative attack FLOPs
-    (right when the cost per iteration varies); ``"size_mean"`` multiplies the
-    interpolated iterations by the mean per-iteration FLOPs of the model size over
-    all its curves (seeds and rounds) in the table, which is what the paper's
-    ``prepare_offense_defense_data`` does. In the released tables the cost per
-    iteration is constant within a run, so ``"cumulative"`` equals interpolated
-    iterations x that run's own per-iteration FLOPs; the two options differ by the
-    run-to-run spread of that cost (under 2% for the adversarially trained models).
+    ``flops``: ``"cumulative"`` (the default) interpolates the curve's own cumulative
+    attack FLOPs (right when the cost per iteration varies); ``"size_mean"`` multiplies
+    the interpolated iterations by the mean per-iteration FLOPs of the model size over
+    all its curves (seeds and rounds) in the table: the paper's choice (its
+    ``prepare_offense_defense_data``). In the released tables the cost per iteration is
+    constant within a run, so ``"cumulative"`` is interpolated iterations x that run's
+    own cost, and the two differ by how far a run's cost sits from its size's mean.
+    That is not small everywhere: up to 5% for the adversarially trained models (Pythia
+    Spam at the prefix), 7% on Pythia IMDB and 12% on Pythia Harmless (fine-tuned), with
+    medians under 1% in all but the Harmless table (2.7%).
     """
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold={threshold!r} is invalid; accepted: a fraction in (0, 1]")
@@ -291,10 +309,13 @@ def compute_to_reach(tidy: pd.DataFrame, threshold: float,
     rows = []
     for key, g in tidy.groupby(by, sort=True, dropna=False):
         its, fl = interpolate_crossing(g["iteration"], g["asr"], threshold, g["attack_flops"], anchor_zero)
+        first = lambda col: g[col].iloc[0] if col in g else math.nan  # noqa: E731
         rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "threshold": threshold,
                      "budget": int(g["iteration"].max()), "iterations_to_reach": its, "attack_flops_to_reach": fl,
-                     "defense_flops": g["defense_flops"].iloc[0] if "defense_flops" in g else math.nan,
-                     "pretrain_compute": g["pretrain_compute"].iloc[0] if "pretrain_compute" in g else math.nan})
+                     "from_anchor": bool(not math.isnan(its) and anchor_zero and crossing_from_anchor(
+                         g["iteration"], g["asr"], threshold)),
+                     "defense_flops": first("defense_flops"), "pretrain_compute": first("pretrain_compute"),
+                     "defense_flops_seed_mean": first("defense_flops_seed_mean")})
     out = pd.DataFrame(rows)
     if flops == "size_mean" and len(out):
         size = [c for c in ("source", "model") if c in by]
