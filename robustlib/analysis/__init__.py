@@ -1,12 +1,14 @@
 """Analysis: one tidy schema for attack results, curves, interpolation and regressions.
 
-Three modules, one concept each:
+Four modules, one concept each:
 
 * :mod:`~robustlib.analysis.tidy`: the tidy attack table (:data:`COLUMNS`), the lab's
   tables in it (:func:`from_lab`), ASR at a budget, before/after adversarial training,
   interpolated compute to reach an ASR;
 * :mod:`~robustlib.analysis.released`: the paper's released CSVs in the same schema
   (:func:`load_paper_results`, :func:`load_paper_training`);
+* :mod:`~robustlib.analysis.restarts`: which training rows of restarted runs are
+  glitches (:func:`restart_glitches`);
 * :mod:`~robustlib.analysis.fits`: attack scaling, robustness vs size and offense vs
   defense regressions.
 
@@ -24,6 +26,7 @@ from .fits import (
     summarize_fit,
 )
 from .released import load_paper_results, load_paper_training
+from .restarts import restart_glitches
 from .tidy import (
     COLUMNS,
     CONVENTIONS,
@@ -44,6 +47,7 @@ __all__ = [
     "COLUMNS", "CONVENTIONS", "DEFENSE", "FIT_COLUMNS", "FLOPS_TO_REACH", "TRAINING_COLUMNS", "NotEnoughSignal",
     "asr_at_budget", "attack_scaling", "attack_scaling_pooled", "before_after", "compute_to_reach",
     "describe_sources", "from_lab", "interpolate_crossing", "laplace_logit10", "load_paper_results",
-    "load_paper_training", "offense_defense", "require_columns", "robustness_vs_size", "summarize_fit",
+    "load_paper_training", "offense_defense", "require_columns", "restart_glitches", "robustness_vs_size",
+    "summarize_fit",
     "with_logit",
 ]
