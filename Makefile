@@ -50,8 +50,9 @@ zoo: setup
 bench: setup
 	$(PY) bench/attack_speed.py
 
+# JupyterLab refuses to run as root unless told to (containers run as root).
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 clean-runs:
 	rm -rf runs/
