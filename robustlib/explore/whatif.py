@@ -85,6 +85,23 @@ class WhatIf:
         return self.results[model]
 
 
+#: Target ASRs the what-if offers (its slider's stops).
+THRESHOLDS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def fittable(tidy: pd.DataFrame, thresholds=THRESHOLDS) -> list[float]:
+    """The target ASRs at which ``tidy`` gives at least one size a fit (a study whose
+    defended models are never broken gives none)."""
+    out = []
+    for t in thresholds:
+        try:
+            if len(fit(tidy, t).models):
+                out.append(t)
+        except ValueError:
+            continue
+    return out
+
+
 def fit(tidy: pd.DataFrame, threshold: float, normalise: str | None = None, models=None, **options) -> WhatIf:
     """Fit the what-if on an adversarial-training evaluation table (one condition):
     ``models`` keeps those sizes (default: all with a fit); ``options`` go to

@@ -2,7 +2,7 @@
 :class:`ResultsBrowser` and :class:`WhatIfExplorer`. Each is a thin layer over the
 tested functions of :mod:`~robustlib.explore.session`, :mod:`~robustlib.explore.browse`
 and :mod:`~robustlib.explore.whatif`: the widgets hold controls and outputs, and every
-update redraws only its own output (``Output.clear_output(wait=True)``), never the cell.
+update sets only its own widgets' values (charts as inline SVG), never the cell's output.
 Show one with ``display(explorer.ui)``; tests drive the same objects without a browser.
 """
 
@@ -15,7 +15,6 @@ import threading
 
 import ipywidgets as w
 import pandas as pd
-from IPython.display import display
 
 from . import browse, whatif
 from .session import AttackSession
@@ -23,13 +22,24 @@ from .session import AttackSession
 #: Placement choices of the attack explorer: label -> position (None: the task's slot).
 POSITIONS = {"suffix": 1.0, "prefix": 0.0, "infix (middle)": 0.5, "the task's slot": None}
 ANY = "(any)"
+#: The columns the results browser lists under its chart (when the rows have them).
+ROW_COLUMNS = ("source", "model", "seed", "round", "train_attack", "attack", "position", "iteration", "asr",
+               "n_attacked", "attack_flops", "defense_flops", "median", "train", "eval", "asr_median")
 _STYLE = {"description_width": "initial"}
 
 
-def _chart(out: w.Output, chart) -> None:
-    with out:
-        out.clear_output(wait=True)
-        display(chart)
+def _chart(target: w.HTML, chart) -> None:
+    """Draw ``chart`` into ``target`` as inline SVG (vl-convert), with its alt text.
+    A widget value, not an Output area: updates arrive in order however fast they come,
+    and the chart's text (title, axes) is in the page for a reader or a test."""
+    import vl_convert as vlc
+
+    from .. import plots
+
+    spec = chart.to_dict()
+    svg = vlc.vegalite_to_svg(spec)
+    label = html.escape(plots.describe(spec), quote=True)
+    target.value = f'<div class="rl-chart" role="img" aria-label="{label}">{svg}</div>'
 
 
 def prompt_html(spans) -> str:
@@ -90,7 +100,7 @@ class AttackExplorer:
         self.prediction = w.HTML()
         self.status = w.HTML()
         self.prompt = w.HTML()
-        self.chart = w.Output()
+        self.chart = w.HTML()
         self.loss_chart = None  # what ``chart`` shows (for tests and exports)
 
         self.search.observe(lambda _: self._fill_examples(), "value")
@@ -108,6 +118,7 @@ class AttackExplorer:
             w.HBox([self.step_button, self.n, self.run_button, self.stop_button, self.reset_button, self.progress]),
             self.status, self.prompt, self.chart,
         ])
+        self.ui.add_class("rl-attack-explorer")  # what a browser test (or a user's CSS) finds it by
         self._new_session()
 
     @classmethod
@@ -197,15 +208,16 @@ class AttackExplorer:
             from .. import plots
 
             frame = pd.DataFrame({"iteration": range(1, len(state["losses"]) + 1), "loss": state["losses"]})
+            ticks = list(frame["iteration"])[:: max(1, len(frame) // 10)]  # whole iterations only
             chart = plots.alt.Chart(frame).mark_line(point=True).encode(
-                x=plots.alt.X("iteration:Q", title="iteration"),
-                y=plots.alt.Y("loss:Q", title="loss toward the target"),
+                x=plots.alt.X("iteration:Q", title="iteration", axis=plots.alt.Axis(format="d", values=ticks)),
+                y=plots.alt.Y("loss:Q", title="loss toward the target", scale=plots.alt.Scale(zero=False)),
                 tooltip=["iteration", "loss"]).properties(title="Loss per iteration", width=420, height=180)
             self.loss_chart = chart
             _chart(self.chart, chart)
         else:
             self.loss_chart = None
-            self.chart.clear_output()
+            self.chart.value = ""
 
     # ---- actions (also what the tests call)
 
@@ -273,8 +285,8 @@ class ResultsBrowser:
         self.view = w.Dropdown(options=list(browse.VIEWS), value="ASR vs iterations", description="view")
         self.budget = w.Dropdown(description="budget", style=_STYLE)
         self.caption = w.HTML()
-        self.chart = w.Output()
-        self.rows = w.Output()
+        self.chart = w.HTML()
+        self.rows = w.HTML()
         self.export_button = w.Button(description="Export PNG, SVG, CSV")
         self.exported = w.HTML()
         for control in self.filters.values():
@@ -286,6 +298,7 @@ class ResultsBrowser:
         boxes = list(self.filters.values())
         self.ui = w.VBox([w.HBox(boxes[i:i + 3]) for i in range(0, len(boxes), 3)] + [
             w.HBox([self.view, self.budget, self.export_button]), self.caption, self.chart, self.exported, self.rows])
+        self.ui.add_class("rl-results-browser")
         self.update()
 
     @classmethod
@@ -342,16 +355,16 @@ class ResultsBrowser:
         except ValueError as err:
             self.caption.value = (f'<span class="rl-caption">{len(rows)} rows &middot; '
                                   f'<span style="color:#b00">{html.escape(str(err))}</span></span>')
-            self.chart.clear_output()
+            self.chart.value = ""
             self._data = None
             return
         self._chart, self._data = chart, data
         self.caption.value = (f'<span class="rl-caption">{len(rows)} rows match &middot; the chart draws '
                               f'{len(data)}</span>')
         _chart(self.chart, chart)
-        with self.rows:
-            self.rows.clear_output(wait=True)
-            display(data.head(12))
+        shown = [c for c in ROW_COLUMNS if c in data.columns] or list(data.columns)
+        self.rows.value = data[shown].head(12).to_html(index=False, classes="rl-rows",
+                                                       float_format=lambda v: f"{v:.4g}")
 
     def export(self) -> dict | None:
         if self._data is None:
@@ -374,16 +387,22 @@ class WhatIfExplorer:
         groups = {k: g for k, g in groups.items() if len(g)}
         if not groups:
             raise ValueError("no adversarial-training evaluations to fit")
+        fits = {k: whatif.fittable(g) for k, g in groups.items()}
+        if not any(fits.values()):
+            raise ValueError(f"no target ASR from {whatif.THRESHOLDS[0]:.0%} to {whatif.THRESHOLDS[-1]:.0%} gives a "
+                             f"fit in {list(groups)}: the defended models' curves never reach them")
+        groups = {k: g for k, g in groups.items() if fits[k]}
         self.groups = groups
         self.data = w.Dropdown(options=list(groups), description="data", layout=w.Layout(width="60%"))
-        self.threshold = w.FloatSlider(value=0.05, min=0.01, max=0.5, step=0.01, description="target ASR",
-                                       readout_format=".2f", style=_STYLE)
+        first = fits[self.data.value]
+        self.threshold = w.FloatSlider(value=0.05 if 0.05 in first else first[0], min=0.01, max=0.5, step=0.01,
+                                       description="target ASR", readout_format=".2f", style=_STYLE)
         self.axis = w.ToggleButtons(options=["FLOPs", "fraction of pretraining"], value="FLOPs")
         self.sizes = w.SelectMultiple(description="sizes", rows=5)
         self.defense = w.FloatText(value=0.0, description="defense budget", style=_STYLE)
         self.attack = w.FloatText(value=0.0, description="attack budget", style=_STYLE)
         self.readout = w.HTML()
-        self.chart = w.Output()
+        self.chart = w.HTML()
         self.fit: whatif.WhatIf | None = None
         self._holding = False
         for control in (self.data, self.threshold, self.axis):
@@ -392,6 +411,7 @@ class WhatIfExplorer:
             control.observe(lambda _: self.read(), "value")
         self.ui = w.VBox([self.data, w.HBox([self.threshold, self.axis]), self.sizes,
                           w.HBox([self.defense, self.attack]), self.readout, self.chart])
+        self.ui.add_class("rl-what-if")
         self.refit()
 
     @classmethod
@@ -413,7 +433,7 @@ class WhatIfExplorer:
         except ValueError as err:
             self.fit = None
             self.readout.value = f'<span class="rl-readout" style="color:#b00">{html.escape(str(err))}</span>'
-            self.chart.clear_output()
+            self.chart.value = ""
             return
         models, seen = self.fit.models, self.fit.points["defense_flops"]
         self._holding = True  # one read-off once every control is set, not one per control
@@ -456,13 +476,16 @@ class WhatIfExplorer:
         points = self.fit.points[self.fit.points["model"].isin(keep)]
         per_size = self.fit.per_size[self.fit.per_size["model"].isin(keep)]
         if points.empty:
-            self.chart.clear_output()
+            self.chart.value = ""
             return
         chart = plots.offense_defense(points, per_size, title=f"{self.data.value}: attack to "
                                                              f"{self.threshold.value:.0%} ASR")
         band = self.fit.lines()
         band = band[band["model"].isin(keep)]
-        x = plots._flops(plots.alt.X, "defense_flops", "defense")
+        # the fits' 95% bands, titled as plots.offense_defense titles its axes (equal titles merge)
+        unit = "" if self.fit.scale == "FLOPs" else " (fraction of pretraining compute)"
         area = plots.alt.Chart(band).mark_area(opacity=0.12, color="gray").encode(
-            x=x, y=plots._flops(plots.alt.Y, "low", "attack"), y2="high:Q", detail="model:N")
+            x=plots._flops(plots.alt.X, "defense_flops", "defense FLOPs" + unit),
+            y=plots._flops(plots.alt.Y, "low", "attack FLOPs per example to reach the ASR" + unit),
+            y2="high:Q", detail="model:N")
         _chart(self.chart, plots.alt.layer(chart, area))
