@@ -92,21 +92,23 @@ def load(folder) -> Release:
     """Every table under ``folder``: evaluations and training tables, either may be
     absent (each figure then says what it lacks)."""
     notes = []
-    try:
-        evaluations = analysis.load_paper_results(folder)
-    except ValueError as err:
-        if "no evaluation results" not in str(err):
-            raise
-        evaluations = pd.DataFrame(columns=analysis.COLUMNS + list(analysis.released.RELEASED_EXTRAS))
-        notes.append("no evaluation tables (files with asr and iteration): only the training figures are drawn")
-    try:
-        training = analysis.load_paper_training(folder)
-    except ValueError as err:
-        if "no training results" not in str(err):
-            raise
-        training = pd.DataFrame(columns=analysis.TRAINING_COLUMNS + list(analysis.released.TRAINING_EXTRAS))
-        notes.append("no training tables (files with train_total_flops): evaluations of adversarially trained "
-                     "models have no defense compute, so the offense/defense figures are skipped")
+
+    def read(loader, missing: str, columns: list, note: str) -> pd.DataFrame:
+        try:
+            return loader(folder)
+        except ValueError as err:
+            if missing not in str(err):
+                raise
+            notes.append(note)
+            return pd.DataFrame(columns=columns)
+
+    evaluations = read(analysis.load_paper_results, "no evaluation results",
+                       analysis.COLUMNS + list(analysis.released.RELEASED_EXTRAS),
+                       "no evaluation tables (files with asr and iteration): only the training figures are drawn")
+    training = read(analysis.load_paper_training, "no training results",
+                    analysis.TRAINING_COLUMNS + list(analysis.released.TRAINING_EXTRAS),
+                    "no training tables (files with train_total_flops): evaluations of adversarially trained "
+                    "models have no defense compute, so the offense/defense figures are skipped")
     return Release(evaluations, training, notes)
 
 
