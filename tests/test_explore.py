@@ -232,6 +232,14 @@ def test_the_attack_explorer_steps_and_highlights(tiny_classifier, pm_examples):
     thread = ex.run_in_background(3)
     thread.join(timeout=60)
     assert ex.session.iteration == 3 and ex.progress.value == 3 and not ex.step_button.disabled
+    ex.iterations.value = 10_000  # a long run, stopped from the Stop button while it goes
+    thread = ex.run_in_background(10_000)
+    assert ex.step_button.disabled and not ex.stop_button.disabled  # controls off, Stop live
+    while ex.session.iteration < 1:
+        thread.join(timeout=0.05)
+    ex.stop_button.click()
+    thread.join(timeout=60)
+    assert not thread.is_alive() and 1 <= ex.session.iteration < 10_000 and ex.stop_button.disabled
     ex.options.value = "{bad"
     assert "is not JSON" in ex.status.value and ex.step_button.disabled
 
@@ -271,3 +279,30 @@ def defended():
                                  "n_examples": 20, "flops_per_iteration": 10.0 * n, "attack_flops": 10.0 * n * it,
                                  "defense_flops": 1e6 * n * rnd * (1 + 0.1 * seed), "pretrain_compute": 1e9 * n})
     return pd.DataFrame(rows)
+
+
+def test_a_causal_lm_toward_a_target_string_shows_its_continuation(zoo_tokenizer, pm_examples):
+    """The generative setting: GCG toward " Sure, here" on a causal LM; the session
+    reports the greedy continuation (before and now), not class probabilities."""
+    import torch
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(0)
+    lm = GPTNeoXForCausalLM(GPTNeoXConfig(
+        vocab_size=len(zoo_tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=512, pad_token_id=zoo_tokenizer.pad_token_id,
+        tie_word_embeddings=False)).eval()
+    s = AttackSession(lm, zoo_tokenizer, pm_examples[0], {**GCG, "target": "string"}, iterations=3)
+    state = s.step()
+    assert state["probabilities"] is None and state["probabilities_before"] is None
+    assert isinstance(state["continuation"], str) and isinstance(state["continuation_before"], str)
+    n = len(zoo_tokenizer(" Sure, here", add_special_tokens=False)["input_ids"]) + 8
+    ids = zoo_tokenizer(s.attacked_text(), return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        greedy = lm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+                             pad_token_id=zoo_tokenizer.pad_token_id)
+    assert state["continuation"] == zoo_tokenizer.decode(greedy[0, ids.shape[1]:], skip_special_tokens=True)
+    ex = widgets.AttackExplorer({"lm": lambda: (lm, zoo_tokenizer)}, pm_examples, iterations=3)
+    ex.options.value = json.dumps({"target": "string", "n_candidates": 8, "top_k": 16})
+    ex.step()
+    assert "continuation now:" in ex.status.value and "clean continuation:" in ex.prediction.value
