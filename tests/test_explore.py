@@ -306,3 +306,16 @@ def test_a_causal_lm_toward_a_target_string_shows_its_continuation(zoo_tokenizer
     ex.options.value = json.dumps({"target": "string", "n_candidates": 8, "top_k": 16})
     ex.step()
     assert "continuation now:" in ex.status.value and "clean continuation:" in ex.prediction.value
+
+
+def test_any_classifier_the_lab_loads(tiny_classifier, tmp_path, pm_examples):
+    """A local folder saved by the lab, opened by path: the explorer loads it on first use."""
+    from robustlib import models
+
+    model, tok = tiny_classifier
+    folder = models.save_classifier(model, tok, tmp_path / "mine")
+    ex = widgets.AttackExplorer.from_models([str(folder)], examples=pm_examples[:2], iterations=2)
+    ex.options.value = json.dumps({"n_candidates": 4, "top_k": 8})
+    assert ex.step()["iteration"] == 1 and list(ex.model.options) == [str(folder)]
+    with pytest.raises(ValueError, match="no models"):
+        widgets.AttackExplorer({}, pm_examples)

@@ -137,6 +137,21 @@ class AttackExplorer:
         examples = DataSpec.of_run(run).examples("validation", n=n_examples)
         return cls(loaders, examples, **kw)
 
+    @classmethod
+    def from_models(cls, names, examples=None, task: str = "password_match", n_examples: int = 16,
+                    device: str = "auto", **kw):
+        """Any classifiers the lab loads, by preset, local folder or hub id (each loaded
+        on first use), attacked on ``examples`` or ``n_examples`` validation examples of
+        ``task``."""
+        from .. import models as _models
+        from .. import tasks
+
+        names = [names] if isinstance(names, str) else list(names)
+        loaders = {str(n): (lambda n=n: _models.load_classifier(n, device=device)) for n in names}
+        if examples is None:
+            examples = tasks.load_examples(task, "validation", n_examples, seed=0)
+        return cls(loaders, examples, **kw)
+
     # ---- the pieces
 
     def _model(self):
