@@ -218,6 +218,9 @@ def test_a_falling_line_has_no_defense_answer():
 def test_the_attack_explorer_steps_and_highlights(tiny_classifier, pm_examples):
     model, tok = tiny_classifier
     ex = widgets.AttackExplorer({"tiny": lambda: (model, tok)}, pm_examples, iterations=6)
+    right = ex.correct()  # the model's own verdicts, marked in the list; the first it gets right is picked
+    assert len(right) == len(pm_examples) and ex.example.value == next((i for i, r in enumerate(right) if r), 0)
+    assert all(("\u2713" in label) != ("\u2717" in label) for label, _ in ex.example.options)
     ex.options.value = json.dumps({"n_candidates": 8, "top_k": 16})
     ex.tokens.value = 4
     assert "iteration 0" in ex.status.value

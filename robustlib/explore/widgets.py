@@ -75,7 +75,7 @@ class AttackExplorer:
             raise ValueError("no models to explore: pass {label: loader}")
         if not examples:
             raise ValueError("no examples to explore")
-        self._loaders, self._loaded = dict(models), {}
+        self._loaders, self._loaded, self._correct = dict(models), {}, {}
         self.examples = list(examples)
         self.session: AttackSession | None = None
         self._stop = threading.Event()
@@ -104,6 +104,7 @@ class AttackExplorer:
         self.loss_chart = None  # what ``chart`` shows (for tests and exports)
 
         self.search.observe(lambda _: self._fill_examples(), "value")
+        self.model.observe(lambda _: self._fill_examples(), "value")  # marks differ per model
         for control in (self.model, self.example, self.attack, self.tokens, self.position, self.options,
                         self.iterations):
             control.observe(lambda _: self._new_session(), "value")
@@ -160,13 +161,34 @@ class AttackExplorer:
             self._loaded[label] = self._loaders[label]()
         return self._loaded[label]
 
+    def correct(self) -> list:
+        """Per example, whether the chosen model classifies it correctly (None for a
+        model that is not a classifier); computed once per model."""
+        label = self.model.value
+        if label not in self._correct:
+            model, tokenizer = self._model()
+            if type(model).__name__.endswith("ForSequenceClassification"):
+                from ..finetune import classify
+
+                _, _, predictions = classify(model, tokenizer, self.examples)
+                self._correct[label] = [int(p) == ex.label for p, ex in zip(predictions, self.examples)]
+            else:
+                self._correct[label] = [None] * len(self.examples)
+        return self._correct[label]
+
     def _fill_examples(self) -> None:
+        """The examples matching the search, each marked with whether the model gets it
+        right; the first one it gets right is picked unless one was picked already."""
         needle = self.search.value.strip().lower()
-        shown = [(f"#{i}: {ex.content[:70]!r} (label {ex.label})", i) for i, ex in enumerate(self.examples)
-                 if not needle or needle in ex.text.lower()]
+        right = self.correct()
+        mark = {True: "\u2713 ", False: "\u2717 ", None: ""}
+        shown = [(f"#{i} {mark[right[i]]}{ex.content[:70]!r} (label {ex.label})", i)
+                 for i, ex in enumerate(self.examples) if not needle or needle in ex.text.lower()]
         keep = self.example.value if self.example.value in {i for _, i in shown} else None
+        if keep is None:
+            keep = next((i for _, i in shown if right[i]), shown[0][1] if shown else -1)
         self.example.options = shown or [("no example matches the search", -1)]
-        self.example.value = keep if keep is not None else self.example.options[0][1]
+        self.example.value = keep
 
     def spec(self) -> dict:
         """The attack spec the controls describe (``ValueError`` for bad JSON)."""
