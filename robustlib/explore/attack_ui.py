@@ -67,7 +67,7 @@ class AttackExplorer:
         self.n = w.BoundedIntText(value=5, min=1, max=10_000, description="N", layout=w.Layout(width="120px"))
         self.step_button = w.Button(description="Step", button_style="primary")
         self.run_button = w.Button(description="Run N")
-        self.stop_button = w.Button(description="Stop", button_style="warning", disabled=True)
+        self.stop_button = w.Button(description="Stop", disabled=True)
         self.reset_button = w.Button(description="Reset")
         self.progress = w.IntProgress(min=0, max=1, value=0, description="running", layout=w.Layout(width="40%"))
         self.prediction = w.HTML()
@@ -187,10 +187,15 @@ class AttackExplorer:
         except (ValueError, TypeError, KeyError) as err:
             self.status.value = f'<span style="color:#b00">cannot attack: {html.escape(str(err))}</span>'
             self._enable(False)
-            self.stop_button.disabled = True
+            self._live_stop(False)
             return
         self._enable(True)
         self._show(self.session.state())
+
+    def _live_stop(self, on: bool) -> None:
+        """Stop is orange only while a run can be stopped (a disabled button keeps its style)."""
+        self.stop_button.disabled = not on
+        self.stop_button.button_style = "warning" if on else ""
 
     def _enable(self, on: bool) -> None:
         for b in (self.step_button, self.run_button, self.reset_button):
@@ -260,7 +265,7 @@ class AttackExplorer:
         disabled meanwhile."""
         self._stop.clear()
         self._enable(False)
-        self.stop_button.disabled = False
+        self._live_stop(True)
 
         def work():
             try:
@@ -268,7 +273,7 @@ class AttackExplorer:
             except Exception as err:  # shown, not lost in a thread
                 self.status.value = f'<span style="color:#b00">stopped: {html.escape(str(err))}</span>'
             finally:
-                self.stop_button.disabled = True
+                self._live_stop(False)
                 self._enable(True)
 
         self._thread = threading.Thread(target=work, daemon=True)
