@@ -265,25 +265,26 @@ def widest(finetuned_rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def rounds_table(groups: dict[str, pd.DataFrame], budgets: dict) -> tuple[pd.DataFrame, list[str]]:
-    """Per adversarially trained condition and size: ASR at the condition's budget at
-    the first and the last evaluated round (medians over seeds), the rounds, and the
-    median defense compute at the last round."""
-    at, notes = asr_at_budgets(groups, budgets, by=("model", "num_params", "round"))
-    defense = {}
+    """Per adversarially trained condition and size: ASR at the condition's budget
+    (:func:`budget_for`) at the first and the last evaluated round, medians over seeds,
+    the rounds, and the median defense compute at the last round
+    (:func:`robustlib.analysis.before_after`, one condition at a time)."""
+    parts, notes = [], []
     for label, g in groups.items():
-        d = g.groupby(["model", "round"])["defense_flops"].median()
-        defense.update({(label, m, r): v for (m, r), v in d.items()})
-    rows = []
-    for (label, model, n), g in at.groupby(["condition", "model", "num_params"], sort=False):
-        first, last = g.loc[g["round"].idxmin()], g.loc[g["round"].idxmax()]
-        rows.append({"condition": label, "model": model, "num_params": n, "iteration": int(last["iteration"]),
-                     "first_round": int(first["round"]), "asr_first": float(first["median"]),
-                     "last_round": int(last["round"]), "asr_last": float(last["median"]),
-                     "seeds": int(last["seeds"]), "defense_flops_last": defense.get((label, model, last["round"]))})
+        iteration, note = budget_for(g, budgets)
+        if note:
+            notes.append(note)
+        first = g.groupby("model")["round"].min()  # before_after's "before" is the first round evaluated
+        summary = analysis.before_after(g, iteration)
+        parts.append(summary.assign(condition=label, first_round=summary["model"].map(first).astype(int)))
     columns = ["condition", "model", "num_params", "iteration", "first_round", "asr_first", "last_round", "asr_last",
                "seeds", "defense_flops_last"]
-    table = pd.DataFrame(rows, columns=columns)
-    return table.sort_values(["condition", "num_params"]).reset_index(drop=True), notes
+    if not parts:
+        return pd.DataFrame(columns=columns), notes
+    table = pd.concat(parts, ignore_index=True).rename(columns={
+        "asr_before": "asr_first", "asr_after": "asr_last", "rounds": "last_round",
+        "defense_flops": "defense_flops_last"})
+    return table[columns].sort_values(["condition", "num_params"]).reset_index(drop=True), notes
 
 
 def offense_defense(groups: dict[str, pd.DataFrame], thresholds, **options):
