@@ -396,7 +396,8 @@ def load_paper_results(path, training="auto", drop_restart_glitches: bool = True
         idx = pd.MultiIndex.from_frame(tidy[["family", "num_params"]])
         tidy["pretrain_compute"] = pre.reindex(idx).to_numpy()
     pythia = tidy["pretrain_compute"].isna() & (tidy["family"] == "pythia")
-    tidy.loc[pythia, "pretrain_compute"] = tidy.loc[pythia, "num_params"].map(_pythia_pretrain)
+    sizes = tidy.loc[pythia, "num_params"]
+    tidy.loc[pythia, "pretrain_compute"] = sizes.map({n: _pythia_pretrain(n) for n in sizes.unique()})  # once a size
     tidy["train_attack"] = tidy["_train_attack"]
     tidy = tidy[COLUMNS + list(RELEASED_EXTRAS)].sort_values(
         ["source", "num_params", "seed", "round", "iteration"]).reset_index(drop=True)
