@@ -121,3 +121,19 @@ def smollm2():
         pytest.skip("SmolLM2-135M-Instruct is not fetched "
                     f"(run `make real-models`; it goes to {fetch.folder('smollm2')})")
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def batched_and_single():
+    """``logits(model, tokenizer, texts)``: ``(batched, single)``, the classifier's logits
+    for ``texts`` padded into one batch and one text at a time (a head reading the last
+    non-pad token gives the same for both)."""
+
+    def logits(model, tokenizer, texts):
+        batch = tokenizer(texts, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            batched = model(**batch).logits
+            single = torch.cat([model(**tokenizer([t], return_tensors="pt")).logits for t in texts])
+        return batched, single
+
+    return logits

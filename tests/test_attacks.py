@@ -243,32 +243,27 @@ def test_cache_equivalence_gpt_neox(zoo, examples):
     _check_cache_equivalence(model, tok, examples)
 
 
-def _tiny_qwen2(tok):
-    from transformers import Qwen2Config, Qwen2ForSequenceClassification
+def _tiny(arch: str, tok):
+    """A random-init 2-layer Qwen2 or Llama classifier with the zoo tokenizer."""
+    import transformers
 
+    config_class, model_class = {"qwen2": ("Qwen2Config", "Qwen2ForSequenceClassification"),
+                                 "llama": ("LlamaConfig", "LlamaForSequenceClassification")}[arch]
     torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=64, num_labels=2, pad_token_id=tok.pad_token_id)
-    return Qwen2ForSequenceClassification(cfg).eval()
+    cfg = getattr(transformers, config_class)(
+        vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=64, num_labels=2, pad_token_id=tok.pad_token_id)
+    return getattr(transformers, model_class)(cfg).eval()
 
 
 def test_cache_equivalence_qwen2(zoo, examples):
     _, tok = zoo
-    _check_cache_equivalence(_tiny_qwen2(tok), tok, examples)
-
-
-def _tiny_llama(tok):
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=64, num_labels=2, pad_token_id=tok.pad_token_id)
-    return LlamaForSequenceClassification(cfg).eval()
+    _check_cache_equivalence(_tiny("qwen2", tok), tok, examples)
 
 
 def test_cache_equivalence_llama(zoo, examples):
     _, tok = zoo
-    _check_cache_equivalence(_tiny_llama(tok), tok, examples)
+    _check_cache_equivalence(_tiny("llama", tok), tok, examples)
 
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "qwen2", "llama"])
@@ -276,8 +271,8 @@ def test_prefix_cache_uses_no_deprecated_argument(arch, make_tiny_classifier, zo
     """The prefix cache is passed and read under the name the installed transformers
     expects (``cache`` from 5.24, ``past_key_values`` before): no deprecation warning."""
     tok = zoo_tokenizer
-    model = {"gpt_neox": make_tiny_classifier, "qwen2": lambda: _tiny_qwen2(tok),
-             "llama": lambda: _tiny_llama(tok)}[arch]()
+    model = {"gpt_neox": make_tiny_classifier, "qwen2": lambda: _tiny("qwen2", tok),
+             "llama": lambda: _tiny("llama", tok)}[arch]()
     cfg = small(iterations=1, n_candidates=4, top_k=8, skip_incorrect=False, use_prefix_cache=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)

@@ -28,17 +28,14 @@ def pm():
             tasks.load_examples("password_match", "validation", n=4, seed=1))
 
 
-def test_loads_as_a_classifier_reading_the_last_token(clf, smollm2):
+def test_loads_as_a_classifier_reading_the_last_token(clf, smollm2, batched_and_single):
     model, tok = clf
     assert type(model).__name__ == "LlamaForSequenceClassification"
     assert model.config.robustlib_base_model == smollm2 and tok.pad_token == tok.eos_token
     lm, _ = models.load_causal_lm(smollm2)
     assert type(lm).__name__ == "LlamaForCausalLM" and len(tok) == 49152
     texts = ["System password: apple", "System password: a considerably longer password here"]
-    batch = tok(texts, return_tensors="pt", padding=True)
-    with torch.no_grad():
-        batched = model(**batch).logits
-        single = torch.cat([model(**tok([t], return_tensors="pt")).logits for t in texts])
+    batched, single = batched_and_single(model, tok, texts)
     assert torch.allclose(batched, single, atol=1e-4)
 
 

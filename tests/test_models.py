@@ -100,13 +100,9 @@ def test_loading_leaves_the_global_random_state_alone():
     assert torch.equal(a.score.weight, b.score.weight)
 
 
-def test_head_reads_last_non_pad_token():
+def test_head_reads_last_non_pad_token(batched_and_single):
     model, tok = models.load_classifier("zoo-0.3m")
-    texts = ["short text", "a considerably longer text than the first one"]
-    batch = tok(texts, return_tensors="pt", padding=True)
-    with torch.no_grad():
-        batched = model(**batch).logits
-        single = torch.cat([model(**tok([t], return_tensors="pt")).logits for t in texts])
+    batched, single = batched_and_single(model, tok, ["short text", "a considerably longer text than the first one"])
     assert torch.allclose(batched, single, atol=1e-5)
 
 
