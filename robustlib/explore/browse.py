@@ -119,7 +119,7 @@ def view(table: pd.DataFrame, kind: str, budget: int | None = None):
             raise ValueError("the curves share no recorded iteration to read a budget at")
         budget = common[-1]
     if need == "curves":
-        rows = table[table["round"] == table["round"].min()] if table["round"].nunique() > 1 else table
+        rows = table[table["round"] == table["round"].min()]  # the earliest round the rows hold: one curve per seed
         x = "iteration" if kind == "ASR vs iterations" else "attack_flops"
         return plots.asr_curves(rows, x=x, title=kind), rows
     if need == "budget":
