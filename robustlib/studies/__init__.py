@@ -8,6 +8,7 @@ notebook                   config                            module
 ``03_adversarial_training`` :class:`AdvTrainStudyConfig`     :mod:`.advtrain`
 ``04_offense_defense``     :class:`OffenseDefenseConfig`     :mod:`.offense_defense`
 ``05_paper_results``       :class:`PaperResultsConfig`       :mod:`.paper_results`
+``06_explore``             :class:`ExploreConfig`            :mod:`.explore`
 =========================  ================================  ===========================
 
 Each config mirrors its notebook's ``parameters`` cell (same names, types and
@@ -24,6 +25,7 @@ from . import advtrain, attack, finetune, offense_defense, paper_results
 from .advtrain import AdvTrainStudyConfig
 from .attack import AttackStudyConfig
 from .base import DataSpec, StudyConfig
+from .explore import ExploreConfig
 from .finetune import FinetuneStudyConfig
 from .offense_defense import OffenseDefenseConfig
 from .paper_results import PaperResultsConfig
@@ -33,7 +35,7 @@ log = logging.getLogger("robustlib.studies")
 #: Study configs by notebook name.
 CONFIGS: dict[str, type[StudyConfig]] = {
     cls.notebook: cls for cls in (FinetuneStudyConfig, AttackStudyConfig, AdvTrainStudyConfig,
-                                  OffenseDefenseConfig, PaperResultsConfig)
+                                  OffenseDefenseConfig, PaperResultsConfig, ExploreConfig)
 }
 
 
@@ -63,5 +65,6 @@ def config_class(notebook: str) -> type[StudyConfig] | None:
     return CONFIGS.get(notebook)
 
 
-__all__ = ["CONFIGS", "MODULES", "AdvTrainStudyConfig", "AttackStudyConfig", "DataSpec", "FinetuneStudyConfig",
+__all__ = ["CONFIGS", "MODULES", "AdvTrainStudyConfig", "AttackStudyConfig", "DataSpec", "ExploreConfig",
+           "FinetuneStudyConfig",
            "OffenseDefenseConfig", "PaperResultsConfig", "StudyConfig", "config_class", "summarize"]
