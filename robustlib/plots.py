@@ -15,6 +15,7 @@ ASR vs adversarial-training round          :func:`asr_vs_round`
 ASR vs defense FLOPs                       :func:`asr_vs_defense_flops`
 transfer matrix                            :func:`transfer_heatmap`
 offense vs defense                         :func:`offense_defense`
+judged ASR / refusal rate, Wilson bands    :func:`judged_rate` (the generative setting)
 =========================================  ==========================================
 
 Every function checks its input's columns first and raises ``ValueError`` naming the
@@ -379,6 +380,40 @@ def offense_defense(points: pd.DataFrame, per_size: pd.DataFrame | None = None,
         layers.append(alt.Chart(pd.DataFrame(rows)).mark_line(strokeDash=[6, 3]).encode(
             x=x, y=y, color=color, detail="model:N"))
     return alt.layer(*layers).properties(title=title, width=420, height=300)
+
+
+_RATES = {"asr": "judged ASR (among prompts refused before)", "refusal_rate": "refusal rate before the attack"}
+_JUDGED_X = {"iteration": "attack iterations", "attack_flops": "attack FLOPs per prompt (paper convention)",
+             "num_params": "parameters"}
+
+
+def judged_rate(frame: pd.DataFrame, x: str = "num_params", y: str = "asr", color: str = "model",
+                title: str | None = None) -> alt.Chart:
+    """A rate of the generative setting with its Wilson interval as a band: ``y`` is
+    ``"asr"`` or ``"refusal_rate"`` (columns ``{y}_low`` / ``{y}_high``, from
+    :func:`robustlib.analysis.with_intervals`), against ``x`` (``num_params`` or
+    ``attack_flops`` on log axes, or ``iteration``), one line per ``color`` value
+    (``model`` or ``source``: the lab's runs beside the paper's release)."""
+    if y not in _RATES:
+        raise ValueError(f"y={y!r} is invalid; accepted: {sorted(_RATES)}")
+    if x not in _JUDGED_X:
+        raise ValueError(f"x={x!r} is invalid; accepted: {sorted(_JUDGED_X)}")
+    require_columns(frame, {x, y, f"{y}_low", f"{y}_high", color, "model"}, "judged table")
+    data = frame[frame[x] > 0] if x in ("attack_flops", "num_params") else frame
+    if x == "num_params":
+        x_enc = _params_x()
+    elif x == "attack_flops":
+        x_enc = _flops(alt.X, x, _JUDGED_X[x])
+    else:
+        x_enc = alt.X(f"{x}:Q", title=_JUDGED_X[x])
+    colour = size_colour(data) if color == "model" else alt.Color(f"{color}:N", title=color)
+    scale = alt.Scale(domain=[0, 1])
+    band = alt.Chart(data).mark_area(opacity=0.15).encode(x=x_enc, y=alt.Y(f"{y}_low:Q", scale=scale),
+                                                          y2=f"{y}_high:Q", color=colour, detail="model:N")
+    line = alt.Chart(data).mark_line(point=True).encode(
+        x=x_enc, y=alt.Y(f"{y}:Q", scale=scale, title=_RATES[y] + ", 95% Wilson"), color=colour, detail="model:N",
+        tooltip=["model", x, y, f"{y}_low", f"{y}_high"])
+    return (band + line).properties(title=title or f"{_RATES[y]} vs {_JUDGED_X[x]}", width=420, height=280)
 
 
 def side_by_side(*charts) -> alt.HConcatChart:

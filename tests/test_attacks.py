@@ -390,10 +390,10 @@ def test_real_flops_per_row_do_not_depend_on_the_row_count(zoo):
 
     rows = lambda n: [[5 + i, 6, 7, 8] for i in range(n)]  # noqa: E731
     for method in ("evaluate", "gradient"):
-        warm = Scorer(model, "label", [], use_cache=True, batch_size=64)
+        warm = Scorer(model, "label", use_cache=True, batch_size=64)
         getattr(warm, method)([site(0)] * 2, rows(2))  # measured on 2 rows
         scaled = getattr(warm, method)([site(0)] * 5, rows(5))  # reused for 5
-        fresh = getattr(Scorer(model, "label", [], use_cache=True, batch_size=64), method)([site(0)] * 5, rows(5))
+        fresh = getattr(Scorer(model, "label", use_cache=True, batch_size=64), method)([site(0)] * 5, rows(5))
         assert [r.flops_real for r in scaled] == [r.flops_real for r in fresh], method
         assert fresh[0].flops_real > 0
 

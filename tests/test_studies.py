@@ -16,7 +16,7 @@ from robustlib import record, report, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAIN = ("01_finetune", "02_attack", "03_adversarial_training", "04_offense_defense")
-NOTEBOOKS = (*CHAIN, "05_paper_results", "06_explore")
+NOTEBOOKS = (*CHAIN, "05_paper_results", "06_explore", "07_generative")
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS)

@@ -1,6 +1,6 @@
 """Analysis: one tidy schema for attack results, curves, interpolation and regressions.
 
-Four modules, one concept each:
+Five modules, one concept each:
 
 * :mod:`~robustlib.analysis.tidy`: the tidy attack table (:data:`COLUMNS`), the lab's
   tables in it (:func:`from_lab`), ASR at a budget, before/after adversarial training,
@@ -10,7 +10,9 @@ Four modules, one concept each:
 * :mod:`~robustlib.analysis.restarts`: which training rows of restarted runs are
   glitches (:func:`restart_glitches`);
 * :mod:`~robustlib.analysis.fits`: attack scaling, robustness vs size and offense vs
-  defense regressions.
+  defense regressions;
+* :mod:`~robustlib.analysis.generative`: judged ASR and refusal rates with Wilson
+  intervals (the generative setting).
 
 Everything is importable from here (``analysis.offense_defense(...)``).
 """
@@ -25,6 +27,7 @@ from .fits import (
     robustness_vs_size,
     summarize_fit,
 )
+from .generative import judged_at_budget, wilson, with_intervals
 from .released import load_paper_results, load_paper_training
 from .restarts import restart_glitches
 from .tidy import (
@@ -48,6 +51,5 @@ __all__ = [
     "asr_at_budget", "attack_scaling", "attack_scaling_pooled", "before_after", "compute_to_reach",
     "describe_sources", "from_lab", "interpolate_crossing", "laplace_logit10", "load_paper_results",
     "load_paper_training", "offense_defense", "require_columns", "restart_glitches", "robustness_vs_size",
-    "summarize_fit",
-    "with_logit",
+    "judged_at_budget", "summarize_fit", "wilson", "with_intervals", "with_logit",
 ]

@@ -72,10 +72,8 @@ class Attack:
         self.model = model
         self.tokenizer = tokenizer
         self.index_offset = index_offset
-        target_ids = _encode(tokenizer, cfg.target_string) if cfg.target == "string" else []
-        if cfg.target == "string" and not target_ids:
-            raise ValueError(f"target_string={cfg.target_string!r} tokenises to no tokens")
-        self.scorer = Scorer(model, cfg.target, target_ids, cfg.use_prefix_cache, cfg.candidate_batch_size)
+        targets = example_targets(self.examples, tokenizer, cfg)
+        self.scorer = Scorer(model, cfg.target, cfg.use_prefix_cache, cfg.candidate_batch_size)
         self.allowed = allowed_token_ids(tokenizer)
         vocab_rows = self.scorer.embed.weight.shape[0]
         self.allowed = self.allowed[self.allowed < vocab_rows]
@@ -86,12 +84,12 @@ class Attack:
 
         t0 = time.perf_counter()
         self.sites: list[Site] = []
-        for i, (ex, (before, after)) in enumerate(zip(self.examples, splits)):
+        for i, (ex, (before, after), target_ids) in enumerate(zip(self.examples, splits, targets)):
             before_ids, after_ids = _encode(tokenizer, before), _encode(tokenizer, after)
             self.sites.append(Site(index_offset + i, before, after, before_ids, after_ids,
-                                   after_ids + target_ids, int(ex.target), cfg.n_attack_tokens))
+                                   after_ids + target_ids, int(ex.target), cfg.n_attack_tokens, target_ids))
         with _eval_mode(model):
-            clean = self._clean_scores(target_ids)
+            clean = self._clean_scores()
         self.records = [
             ExampleRecord(
                 index=s.key, label=int(ex.label), target=int(ex.target), correct_before=not c.success,
@@ -214,13 +212,13 @@ class Attack:
 
     # ---- helpers for subclasses
 
-    def _clean_scores(self, target_ids: list[int]) -> list[RowScore]:
+    def _clean_scores(self) -> list[RowScore]:
         """Scores of the clean texts (no prefix cache: pseudo-sites with an empty
         prefix whose 'attack' is the whole clean text)."""
         pseudo, ids = [], []
         for s, ex in zip(self.sites, self.examples):
             text_ids = _encode(self.tokenizer, ex.text)
-            pseudo.append(Site(-1, "", "", [], [], list(target_ids), s.target, len(text_ids)))
+            pseudo.append(Site(-1, "", "", [], [], list(s.target_ids), s.target, len(text_ids), list(s.target_ids)))
             ids.append(text_ids)
         return self.scorer.evaluate(pseudo, ids)
 
@@ -290,6 +288,22 @@ def check_model(model, tokenizer) -> None:
     if len(tokenizer) > rows:
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's input embedding has {rows} "
                          "rows: they do not belong together; load the model's own tokenizer")
+
+
+def example_targets(examples, tokenizer, cfg: AttackConfig) -> list[list[int]]:
+    """The token ids each example is attacked toward in string mode (``[]`` in label
+    mode): the example's own ``target_response`` where it has one (a generative prompt
+    with a per-prompt target), else ``cfg.target_string``."""
+    if cfg.target != "string":
+        return [[] for _ in examples]
+    out = []
+    for i, ex in enumerate(examples):
+        string = getattr(ex, "target_response", None) or cfg.target_string
+        ids = _encode(tokenizer, string)
+        if not ids:
+            raise ValueError(f"the target {string!r} of example {i} tokenises to no tokens")
+        out.append(ids)
+    return out
 
 
 def check_examples(examples, position) -> list[tuple[str, str]]:

@@ -12,6 +12,8 @@ success means the classifier predicts the target. ``target="string"``: the model
 causal LM; the loss is the mean cross-entropy of the tokens of ``config.target_string``
 appended after the attacked text (teacher forcing); success means every target token
 is the greedy (arg-max) prediction, i.e. greedy decoding would start with the target.
+Each site carries its own target tokens (``Site.target_ids``), so a batch may aim every
+example at a different string (the generative setting's per-prompt targets).
 
 **Loss evaluation** (the speed-critical part). The token sequence of a row (an
 (example, candidate) pair) is ``before_ids`` (fixed per example) + ``attack_ids`` (varies)
@@ -22,7 +24,7 @@ examples at most) and only ``attack + tail`` is run for each row, with the cache
 expanded along the batch and position ids continuing from the prefix length (the cache
 is passed as ``cache=`` where the base model's forward takes it, transformers 5.24 on,
 else as ``past_key_values=``). Rows are
-grouped by ``(prefix length, suffix length)``: within a group every row has the same
+grouped by ``(prefix length, suffix length, target length)``: within a group every row has the same
 shape, so nothing is padded, no attention mask is needed, and the classifier head is
 applied to the hidden state at the very last position, which is the last real token.
 Rows of different examples that share a group are batched together (their caches are
@@ -52,7 +54,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -76,6 +78,7 @@ class Site:
     tail_ids: list[int]
     target: int  # class aimed at (label mode)
     n_attack: int
+    target_ids: list[int] = field(default_factory=list)  # string mode: the tokens aimed at (end of tail_ids)
 
     @property
     def prefix_len(self) -> int:
@@ -107,10 +110,9 @@ class Scorer:
     ``batch_size`` (rows per forward) halves on out-of-memory.
     """
 
-    def __init__(self, model, mode: str, target_ids: list[int], use_cache: bool, batch_size: int):
+    def __init__(self, model, mode: str, use_cache: bool, batch_size: int):
         self.model = model
         self.mode = mode
-        self.target_ids = list(target_ids)
         self.use_cache = use_cache
         self.batch_size = batch_size
         if mode == "label":
@@ -258,19 +260,20 @@ class Scorer:
             loss = torch.nn.functional.cross_entropy(logits, target, reduction="none")
             pred = logits.argmax(-1)
             return loss, pred == target, pred
-        t = len(self.target_ids)
+        t = len(sites[0].target_ids)  # one target length per group (see _groups)
         s = hidden.shape[1]
         logits = self.head(hidden[:, s - t - 1 : s - 1]).float()  # positions predicting the target
-        target = torch.tensor(self.target_ids, device=logits.device).expand(len(sites), -1)
+        target = torch.tensor([site.target_ids for site in sites], device=logits.device)
         loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none").mean(-1)
         return loss, (logits.argmax(-1) == target).all(-1), None
 
     @staticmethod
     def _groups(sites: Sequence[Site]) -> list[list[int]]:
-        """Row indices grouped by (prefix_len, suffix_len), each group ordered by site."""
-        groups: dict[tuple[int, int], list[int]] = {}
+        """Row indices grouped by (prefix_len, suffix_len, target length), each group
+        ordered by site."""
+        groups: dict[tuple[int, int, int], list[int]] = {}
         for i, s in enumerate(sites):
-            groups.setdefault((s.prefix_len, s.suffix_len), []).append(i)
+            groups.setdefault((s.prefix_len, s.suffix_len, len(s.target_ids)), []).append(i)
         return [sorted(groups[k], key=lambda i: (sites[i].key, i)) for k in sorted(groups)]
 
     def evaluate(self, sites: Sequence[Site], attacks: Sequence[Sequence[int]] | torch.Tensor) -> list[RowScore]:
@@ -320,7 +323,7 @@ class Scorer:
                 idx = group[a:b]
                 gs = [sites[i] for i in idx]
                 rows = [list(attacks[i]) for i in idx]
-                key = (kind, gs[0].prefix_len, gs[0].suffix_len, self._cached(gs[0]))
+                key = (kind, gs[0].prefix_len, gs[0].suffix_len, len(gs[0].target_ids), self._cached(gs[0]))
                 (loss, ok, pred, grad), real = self._measured(key, len(idx), lambda: run(gs, rows))
                 loss, ok = loss.tolist(), ok.tolist()
                 pred = pred.tolist() if pred is not None else [None] * len(idx)

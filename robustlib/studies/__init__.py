@@ -9,6 +9,7 @@ notebook                   config                            module
 ``04_offense_defense``     :class:`OffenseDefenseConfig`     :mod:`.offense_defense`
 ``05_paper_results``       :class:`PaperResultsConfig`       :mod:`.paper_results`
 ``06_explore``             :class:`ExploreConfig`            :mod:`.explore`
+``07_generative``          :class:`GenerativeConfig`         :mod:`.generative`
 =========================  ================================  ===========================
 
 Each config mirrors its notebook's ``parameters`` cell (same names, types and
@@ -21,12 +22,13 @@ from __future__ import annotations
 
 import logging
 
-from . import advtrain, attack, finetune, offense_defense, paper_results
+from . import advtrain, attack, finetune, generative, offense_defense, paper_results
 from .advtrain import AdvTrainStudyConfig
 from .attack import AttackStudyConfig
 from .base import DataSpec, StudyConfig
 from .explore import ExploreConfig
 from .finetune import FinetuneStudyConfig
+from .generative import GenerativeConfig
 from .offense_defense import OffenseDefenseConfig
 from .paper_results import PaperResultsConfig
 
@@ -35,14 +37,15 @@ log = logging.getLogger("robustlib.studies")
 #: Study configs by notebook name.
 CONFIGS: dict[str, type[StudyConfig]] = {
     cls.notebook: cls for cls in (FinetuneStudyConfig, AttackStudyConfig, AdvTrainStudyConfig,
-                                  OffenseDefenseConfig, PaperResultsConfig, ExploreConfig)
+                                  OffenseDefenseConfig, PaperResultsConfig, ExploreConfig, GenerativeConfig)
 }
 
 
 #: Study modules by notebook name (each has ``summary(metrics) -> str``).
 MODULES = {cls.notebook: module for cls, module in (
     (FinetuneStudyConfig, finetune), (AttackStudyConfig, attack), (AdvTrainStudyConfig, advtrain),
-    (OffenseDefenseConfig, offense_defense), (PaperResultsConfig, paper_results))}
+    (OffenseDefenseConfig, offense_defense), (PaperResultsConfig, paper_results),
+    (GenerativeConfig, generative))}
 
 
 def summarize(notebook: str, metrics: dict) -> str:
@@ -67,4 +70,4 @@ def config_class(notebook: str) -> type[StudyConfig] | None:
 
 __all__ = ["CONFIGS", "MODULES", "AdvTrainStudyConfig", "AttackStudyConfig", "DataSpec", "ExploreConfig",
            "FinetuneStudyConfig",
-           "OffenseDefenseConfig", "PaperResultsConfig", "StudyConfig", "config_class", "summarize"]
+           "GenerativeConfig",           "OffenseDefenseConfig", "PaperResultsConfig", "StudyConfig", "config_class", "summarize"]

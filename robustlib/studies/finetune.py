@@ -50,7 +50,7 @@ class FinetuneStudyConfig(StudyConfig):
     def validate(self) -> None:
         from .. import models, tasks
 
-        task = tasks.get_task(self.task)  # unknown task: error listing the registered ones
+        task = tasks.get_task(self.task, kind="classification")  # unknown: lists the registered ones
         sizes = models.family_sizes(self.family)
         if not self.sizes:
             raise self.bad("sizes", self.sizes, f"a non-empty list of {self.family} models: {sizes}")

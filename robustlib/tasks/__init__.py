@@ -29,6 +29,9 @@ that results stay comparable with the paper's:
   conversations)
 * ``harmless``: ``Anthropic/hh-rlhf`` harmless-base, " FIRST" / " SECOND", chunk (both
   conversations)
+* ``strongreject`` (generative, :mod:`robustlib.tasks.prompts`): forbidden requests for
+  a chat model, from a hub copy of the StrongREJECT CSV, a local copy, or ``"builtin"``
+  stand-ins; validation only; the attack goes inside the request
 
 Generated tasks draw their words from :func:`word_list`, split once and for all into a
 train pool and a validation pool (:func:`word_pool`) so that no validation word is
@@ -40,7 +43,9 @@ The modules, one concept each:
 * :mod:`robustlib.tasks.registry`: the registry, :func:`get_task`, :func:`load_examples`;
 * :mod:`robustlib.tasks.generated`: the word list, PasswordMatch and WordLength;
 * :mod:`robustlib.tasks.hub`: Spam, IMDB, Helpful, Harmless and loading from the hub or
-  local files.
+  local files;
+* :mod:`robustlib.tasks.prompts`: generative tasks (StrongREJECT) and their prompts;
+* :mod:`robustlib.tasks.chat`: a prompt inside a chat model's template.
 
 Importing this package registers the built-in tasks, generated first then hub, in the
 order listed above.
@@ -50,9 +55,11 @@ from __future__ import annotations
 
 from robustlib.tasks.generated import PASSWORD_MATCH, WORD_LENGTH, WORD_LIST_SIZE, word_list, word_pool
 from robustlib.tasks.hub import HARMLESS, HELPFUL, IMDB, SPAM
+from robustlib.tasks.prompts import BUILTIN, STAND_IN_PROMPTS, STRONGREJECT, Prompt, PromptTask, load_prompts
 from robustlib.tasks.registry import (
     _LOADERS,  # noqa: F401  (the loader registry, for tests and advanced use)
     SPLITS,
+    TASK_KINDS,
     TASKS,
     Loader,
     UnknownTaskError,
@@ -64,17 +71,25 @@ from robustlib.tasks.registry import (
 )
 from robustlib.tasks.spec import ANSWER_PROMPT, ATTACK_KINDS, GENERATED, Example, Task
 
+register_task(STRONGREJECT, load_prompts)
+
 __all__ = [
     "ANSWER_PROMPT",
     "ATTACK_KINDS",
+    "BUILTIN",
     "GENERATED",
     "HARMLESS",
     "HELPFUL",
     "IMDB",
     "PASSWORD_MATCH",
+    "Prompt",
+    "PromptTask",
     "SPAM",
     "SPLITS",
+    "STAND_IN_PROMPTS",
+    "STRONGREJECT",
     "TASKS",
+    "TASK_KINDS",
     "WORD_LENGTH",
     "WORD_LIST_SIZE",
     "Example",

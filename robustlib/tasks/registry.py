@@ -16,18 +16,22 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from robustlib.config import UnknownNameError, is_int
+from robustlib.tasks.prompts import PromptTask
 from robustlib.tasks.spec import Example, Task, _normalize
 
 logger = logging.getLogger("robustlib.tasks")
 
 SPLITS = ("train", "validation")
+#: What a task is: a binary classification (:class:`Task`) or requests a chat model
+#: answers (:class:`PromptTask`).
+TASK_KINDS = ("classification", "generative")
 
 Loader = Callable[..., list[Example]]
 """``loader(task, split, n, seed, source) -> list[Example]``; arguments are already
 validated by :func:`load_examples` (split in :data:`SPLITS`, n None or a positive
 int)."""
 
-TASKS: dict[str, Task] = {}
+TASKS: dict[str, Task | PromptTask] = {}
 _LOADERS: dict[str, Loader] = {}
 
 
@@ -35,7 +39,7 @@ class UnknownTaskError(UnknownNameError):
     """An unknown task name (a KeyError for dict-like use, a ValueError for input checks)."""
 
 
-def register_task(task: Task, loader: Loader | None = None, *, overwrite: bool = False):
+def register_task(task: Task | PromptTask, loader: Loader | None = None, *, overwrite: bool = False):
     """Register ``task`` with the function that loads its examples.
 
     Use it as a call, ``register_task(task, loader)``, or as a decorator::
@@ -47,8 +51,8 @@ def register_task(task: Task, loader: Loader | None = None, *, overwrite: bool =
     ``"my_task"`` are the same name. A name that is taken raises ``ValueError`` unless
     ``overwrite=True``. Returns the loader (so the decorator leaves it usable).
     """
-    if not isinstance(task, Task):
-        raise TypeError(f"register_task expects a Task, got {type(task).__name__}")
+    if not isinstance(task, (Task, PromptTask)):
+        raise TypeError(f"register_task expects a Task or a PromptTask, got {type(task).__name__}")
 
     def _register(fn: Loader) -> Loader:
         if not callable(fn):
@@ -70,23 +74,32 @@ def register_task(task: Task, loader: Loader | None = None, *, overwrite: bool =
     return _register if loader is None else _register(loader)
 
 
-def get_task(name: str | Task) -> Task:
+def get_task(name: str | Task | PromptTask, kind: str | None = None) -> Task | PromptTask:
     """The registered task called ``name`` (case-insensitive; ``"PasswordMatch"`` works).
+
+    ``kind``: ``"classification"`` or ``"generative"`` to refuse a task of the other
+    kind (a study that fine-tunes classifiers cannot use StrongREJECT, say).
 
     Raises:
         UnknownTaskError: (a KeyError and a ValueError) naming the bad name and listing
-            the registered ones.
+            the registered ones (of ``kind``).
     """
-    if isinstance(name, Task):
-        return name
-    if isinstance(name, str):
+    if kind not in (None, *TASK_KINDS):
+        raise ValueError(f"kind={kind!r} is invalid; accepted: {TASK_KINDS} or None")
+    found = None
+    if isinstance(name, (Task, PromptTask)):
+        found = name
+    elif isinstance(name, str):
         key = _normalize(name)
-        for registered, task in TASKS.items():
-            if _normalize(registered) == key:
-                return task
-    raise UnknownTaskError(f"unknown task {name!r}; registered tasks: {', '.join(sorted(TASKS))}")
-
-
+        found = next((task for registered, task in TASKS.items() if _normalize(registered) == key), None)
+    names = sorted(n for n, t in TASKS.items() if kind in (None, t.kind))
+    if found is None:
+        raise UnknownTaskError(f"unknown task {name!r}; registered{f' {kind}' if kind else ''} tasks: "
+                               f"{', '.join(names)}")
+    if kind is not None and found.kind != kind:
+        raise UnknownTaskError(f"task {found.name!r} is a {found.kind} task; this needs a {kind} task: "
+                               f"{', '.join(names)}")
+    return found
 
 
 def load_examples(

@@ -63,6 +63,8 @@ class Task:
     chunk_field: str | None = None
     description: str = ""
 
+    kind = "classification"  # see robustlib.tasks.prompts for the generative kind
+
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _normalize(self.name):
             raise ValueError(f"task name must be a non-empty string with letters or digits, got {self.name!r}")
