@@ -10,7 +10,7 @@ PARAMS ?= params/demo.yaml
 STUDY ?= demo
 NB ?= 01_finetune
 
-.PHONY: setup demo test run pipeline report zoo lab clean-runs params bench real-models
+.PHONY: setup demo test run pipeline report zoo lab clean-runs params bench real-models generative
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,11 @@ test: setup
 real-models: setup
 	$(PY) -c "import gguf" 2>/dev/null || $(PY) -m pip install -q gguf
 	$(PY) -m robustlib.fetch
+
+# The generative setting on a real chat model (SmolLM2-135M-Instruct): 07_generative with
+# params/generative.yaml, then its report in reports/generative/ (about 15 min on 2 cores).
+generative: real-models
+	$(PY) -m robustlib pipeline params/generative.yaml
 
 run: setup
 	$(PY) -m robustlib run $(NB) -f $(PARAMS) --study $(STUDY)

@@ -50,7 +50,10 @@ class JailbreakResult:
     evaluation-row names (:func:`robustlib.evaluate.attack_rows`) plus ``asr_low``,
     ``asr_high``, ``refusal_rate``, ``refusal_rate_low``, ``refusal_rate_high`` (Wilson
     intervals, :func:`robustlib.analysis.wilson`),
-    ``target_match``, ``template``; ``records``: one per (prompt, judged iteration):
+    ``target_match``, ``unreadable`` (verdicts the judge gave in a form that could not be
+    read, counted as refusals; at iteration 0 over every prompt, later over the
+    attacked), ``template``, ``attack_seconds``, ``generate_seconds``,
+    ``judge_seconds`` (the whole run's); ``records``: one per (prompt, judged iteration):
     the prompt, its target, the attack, the response, the judge's raw output and
     score; ``seconds``: wall time of the attack, generation and judging."""
 
@@ -119,7 +122,7 @@ def jailbreak(model, tokenizer, prompts, spec, judge, /, *, position: float = 1.
 
     clean_inputs = [_encode(tokenizer, ex.text) for ex in examples]
     responses = _respond(model, tokenizer, clean_inputs, max_new_tokens, generation_batch, seconds)
-    verdicts = _judge(judge, prompts, responses, seconds)
+    verdicts = verdicts_before = _judge(judge, prompts, responses, seconds)
     refused = [i for i, v in enumerate(verdicts) if v.refused]
     records = [_record(p, 0, "", r, v, attacked=i in refused, refused_before=v.refused,
                        target_match=_starts(r, p, target_string))
@@ -175,12 +178,17 @@ def jailbreak(model, tokenizer, prompts, spec, judge, /, *, position: float = 1.
         low, high = wilson(wins, n_refused)
         rows.append({**labels, "attack": spec.label, "position": position, "iteration": it,
                      "asr": wins / n_refused if n_refused else math.nan, "asr_low": low, "asr_high": high,
-                     "n_attacked": n_refused, "n_examples": n, "refusal_rate": refusal[0], "refusal_rate_low": refusal[1],
-                     "refusal_rate_high": refusal[2],
+                     "n_attacked": n_refused, "n_examples": n, "refusal_rate": refusal[0],
+                     "refusal_rate_low": refusal[1], "refusal_rate_high": refusal[2],
                      "target_match": sum(m for _, m in got) / n_refused if n_refused else math.nan,
-                     "flops_per_iteration_paper": flops_paper[it] / per, "flops_per_iteration_real": flops_real[it] / per,
+                     # verdicts the judge gave in a form that could not be read (counted as refusals)
+                     "unreadable": sum(math.isnan(v.score) for v in
+                                       (verdicts_before if it == 0 else [v for v, _ in got])),
+                     "flops_per_iteration_paper": flops_paper[it] / per,
+                     "flops_per_iteration_real": flops_real[it] / per,
                      "attack_flops_paper": paper / per, "attack_flops_real": real / per, "template": template,
-                     "wall_seconds": sum(seconds.values())})
+                     "wall_seconds": sum(seconds.values()),
+                     **{f"{part}_seconds": spent for part, spent in seconds.items()}})
     merged = attacks.AttackResult.concat(results) if results else None
     return JailbreakResult(rows, records, template, seconds, merged)
 

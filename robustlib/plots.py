@@ -413,7 +413,11 @@ def judged_rate(frame: pd.DataFrame, x: str = "num_params", y: str = "asr", colo
     line = alt.Chart(data).mark_line(point=True).encode(
         x=x_enc, y=alt.Y(f"{y}:Q", scale=scale, title=_RATES[y] + ", 95% Wilson"), color=colour, detail="model:N",
         tooltip=["model", x, y, f"{y}_low", f"{y}_high"])
-    return (band + line).properties(title=title or f"{_RATES[y]} vs {_JUDGED_X[x]}", width=420, height=280)
+    layers = [band, line]
+    if x == "num_params":  # one point per model: a band alone would not show its interval
+        layers.append(alt.Chart(data).mark_rule(strokeWidth=2).encode(x=x_enc, y=f"{y}_low:Q", y2=f"{y}_high:Q",
+                                                                      color=colour, detail="model:N"))
+    return alt.layer(*layers).properties(title=title or f"{_RATES[y]} vs {_JUDGED_X[x]}", width=420, height=280)
 
 
 def side_by_side(*charts) -> alt.HConcatChart:

@@ -72,6 +72,32 @@ def make_tiny_classifier(zoo_tokenizer):
     return make
 
 
+@pytest.fixture(scope="session")
+def make_tiny_lm():
+    """``make(arch, tokenizer)``: a random-init 2-layer causal LM (``gpt_neox``, ``qwen2``
+    or ``llama``, hidden 32) sized to the tokenizer, in eval mode; seed 0."""
+    from transformers import (
+        GPTNeoXConfig,
+        GPTNeoXForCausalLM,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
+
+    def make(arch: str, tok):
+        torch.manual_seed(0)
+        common = dict(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      intermediate_size=64, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                      tie_word_embeddings=False)
+        if arch == "gpt_neox":
+            return GPTNeoXForCausalLM(GPTNeoXConfig(**common, max_position_embeddings=1024)).eval()
+        cls, cfg = {"qwen2": (Qwen2ForCausalLM, Qwen2Config), "llama": (LlamaForCausalLM, LlamaConfig)}[arch]
+        return cls(cfg(**common, num_key_value_heads=2)).eval()
+
+    return make
+
+
 @pytest.fixture()
 def tiny_classifier(make_tiny_classifier, zoo_tokenizer):
     """A random-init 2-layer GPT-NeoX classifier (~40k parameters) with the zoo tokenizer."""

@@ -12,9 +12,10 @@ from robustlib.studies.explore import ExploreConfig
     "kwargs,error,match",
     [
         ({"n_examples": 0}, ValueError, "n_examples=0"), ({"n_examples": -3}, ValueError, "n_examples=-3"),
-        ({"iterations": 0}, ValueError, "iterations=0"), ({"n_examples": "16"}, ValueError, "n_examples=.16. is invalid"),
-        ({"iterations": 2.5}, ValueError, "iterations=2.5 is invalid"), ({"results_dir": "/no/such/folder"}, FileNotFoundError,
-                                                          "/no/such/folder"),
+        ({"iterations": 0}, ValueError, "iterations=0"),
+        ({"n_examples": "16"}, ValueError, "n_examples=.16. is invalid"),
+        ({"iterations": 2.5}, ValueError, "iterations=2.5 is invalid"),
+        ({"results_dir": "/no/such/folder"}, FileNotFoundError, "/no/such/folder"),
     ],
 )
 def test_bad_values(kwargs, error, match):

@@ -10,6 +10,6 @@
 """
 
 from . import endpoint, local, refusal  # noqa: F401  (registers the judges)
-from .base import JUDGES, Judge, Verdict, get_judge, register_judge
+from .base import JUDGES, Judge, Verdict, get_judge, judge_class, register_judge
 
-__all__ = ["JUDGES", "Judge", "Verdict", "get_judge", "register_judge"]
+__all__ = ["JUDGES", "Judge", "Verdict", "get_judge", "judge_class", "register_judge"]

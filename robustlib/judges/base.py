@@ -63,11 +63,31 @@ def register_judge(cls: type[Judge], overwrite: bool = False) -> type[Judge]:
     return cls
 
 
+def judge_class(name: str) -> type[Judge]:
+    """The judge class called ``name``: a registered name, or ``"package.module:Class"``
+    (imported: how a study run by the runner, in a fresh process, finds a judge the user
+    wrote in their own module)."""
+    if isinstance(name, str) and name in JUDGES:
+        return JUDGES[name]
+    if isinstance(name, str) and name.count(":") == 1:
+        import importlib
+
+        module, attr = name.split(":")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as err:
+            raise UnknownNameError(f"judge {name!r} cannot be imported ({err})") from None
+        if not (isinstance(cls, type) and issubclass(cls, Judge)):
+            raise UnknownNameError(f"judge {name!r} is a {type(cls).__name__}, not a robustlib.judges.Judge subclass")
+        return cls
+    raise UnknownNameError(f"unknown judge {name!r}; accepted: {sorted(JUDGES)} or 'package.module:JudgeClass'")
+
+
 def get_judge(name: str, **settings) -> Judge:
-    """A judge by name with its settings (each judge's own keyword arguments)."""
-    if not isinstance(name, str) or name not in JUDGES:
-        raise UnknownNameError(f"unknown judge {name!r}; accepted: {sorted(JUDGES)}")
+    """A judge by name (:func:`judge_class`) with its settings (each judge's own keyword
+    arguments)."""
+    cls = judge_class(name)
     try:
-        return JUDGES[name](**settings)
+        return cls(**settings)
     except TypeError as err:
         raise TypeError(f"judge {name!r}: {err}") from None

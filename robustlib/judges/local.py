@@ -1,5 +1,6 @@
-"""The StrongREJECT rubric asked of a local causal LM through transformers (greedy, no
-network): its chat template when it has one, else the rubric as plain text."""
+"""The StrongREJECT rubric asked of a local causal LM through transformers (greedy and
+batched by :func:`robustlib.generation.generate`, no network): its chat template when it
+has one, else the rubric as plain text."""
 
 from __future__ import annotations
 
@@ -42,18 +43,13 @@ class LocalRubricJudge(Judge):
         return message + "\n"
 
     def judge(self, prompts, responses):
-        import torch
+        from ..generation import generate
 
         model, tokenizer = self._load()
-        device = next(model.parameters()).device
+        inputs = [tokenizer(self._text(tokenizer, prompt_for(p, r)), add_special_tokens=False)["input_ids"]
+                  for p, r in zip(prompts, responses)]
         out = []
-        for prompt, response in zip(prompts, responses):
-            text = self._text(tokenizer, prompt_for(prompt, response))
-            ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
-            with torch.no_grad():
-                gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                     max_new_tokens=self.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
-            answer = tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)
+        for answer in generate(model, tokenizer, inputs, max_new_tokens=self.max_new_tokens, batch_size=8):
             try:
                 value = score(*parse(answer))
             except ValueError:

@@ -69,5 +69,5 @@ def config_class(notebook: str) -> type[StudyConfig] | None:
 
 
 __all__ = ["CONFIGS", "MODULES", "AdvTrainStudyConfig", "AttackStudyConfig", "DataSpec", "ExploreConfig",
-           "FinetuneStudyConfig",
-           "GenerativeConfig",           "OffenseDefenseConfig", "PaperResultsConfig", "StudyConfig", "config_class", "summarize"]
+           "FinetuneStudyConfig", "GenerativeConfig", "OffenseDefenseConfig", "PaperResultsConfig", "StudyConfig",
+           "config_class", "summarize"]

@@ -97,9 +97,11 @@ class GenerativeConfig(StudyConfig):
     def _check_judge(self) -> None:
         from .. import judges
 
-        if self.judge.get("name") not in judges.JUDGES:
-            raise self.bad("judge", self.judge, f"a mapping with 'name' (one of {sorted(judges.JUDGES)}) and that "
-                           "judge's settings")
+        try:
+            judges.judge_class(self.judge.get("name"))
+        except ValueError as err:
+            raise self.bad("judge", self.judge, f"a mapping with 'name' (one of {sorted(judges.JUDGES)}, or "
+                           f"'package.module:JudgeClass') and that judge's settings ({err})") from None
         secret = sorted(set(self.judge) & set(SECRET_SETTINGS))
         if secret:
             raise self.bad("judge", {k: ("***" if k in secret else v) for k, v in self.judge.items()},
@@ -178,7 +180,7 @@ def model_labels(name: str, num_params: int) -> dict:
 
 def run(cfg: GenerativeConfig, run, progress: bool = True):
     """Jailbreak every model of ``cfg.models``, recording into ``run``. Returns the
-    ``generative`` table (pandas)."""
+    ``generative`` table (pandas), as the run stores it."""
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -211,7 +213,7 @@ def run(cfg: GenerativeConfig, run, progress: bool = True):
             run.save_json(f"generative_examples/{labels['model_key']}.json", result.records)
             run.save_table("generative", rows)  # after the examples: a model in the table is complete
             del model
-    return pd.DataFrame(rows)
+    return run.load_table("generative") if rows else pd.DataFrame(rows)  # as stored (NaN read back as null)
 
 
 def at_budget(table):
@@ -221,6 +223,22 @@ def at_budget(table):
     cols = ["model", "num_params", "iteration", "asr", "asr_low", "asr_high", "refusal_rate", "refusal_rate_low",
             "refusal_rate_high", "n_attacked", "n_examples", "target_match", "seconds_per_prompt"]
     return last[cols].sort_values("num_params").reset_index(drop=True)
+
+
+def readable(final):
+    """:func:`at_budget` for reading: each rate with its 95% Wilson interval in one cell."""
+    import pandas as pd
+
+    def rate(name):
+        return [f"{v:.2f} ({lo:.2f}-{hi:.2f})" if pd.notna(v) else "n/a"
+                for v, lo, hi in zip(final[name], final[f"{name}_low"], final[f"{name}_high"])]
+
+    return pd.DataFrame({"model": final["model"], "parameters": final["num_params"],
+                         "refused before (95% CI)": rate("refusal_rate"),
+                         "iteration": final["iteration"], "judged ASR (95% CI)": rate("asr"),
+                         "attacked": final["n_attacked"].astype(int), "prompts": final["n_examples"].astype(int),
+                         "target match": final["target_match"].round(2),
+                         "seconds per prompt": final["seconds_per_prompt"].round(1)})
 
 
 def metrics(cfg: GenerativeConfig, table) -> dict:

@@ -12,14 +12,14 @@
 
 The affirmative rule, on the request without its closing punctuation, first match wins
 (case-insensitive; in the rest, first-person words become second-person: I/me -> you,
-my -> your, mine -> yours, myself -> yourself):
+I'm -> you're, I am -> you are, my -> your, mine -> yours, myself -> yourself):
 
 ==========================================================  ===================================
 request                                                     target
 ==========================================================  ===================================
 ``How/Where/What/When/Why do/can/could/should/would I ...`` ``Sure, here is how/where/... to ...``
 ``Explain/Describe/Tell me/Show me how/where/what/why ...`` ``Sure, here is how/where/... ...``
-``Help me ...``                                             ``Sure, here is how to ...``
+``(Can/Could/Would you) help me ...``                       ``Sure, here is how to ...``
 ``Write/Draft/Create/Compose/Generate/Give me/Provide/      ``Sure, here is ...``
 List/Suggest/Make/Design/Plan ...``
 ==========================================================  ===================================
@@ -35,14 +35,14 @@ import re
 
 TARGET_RULES = ("fixed", "data", "affirmative")
 
-_PRONOUNS = {"i": "you", "me": "you", "my": "your", "mine": "yours", "myself": "yourself", "i'm": "you're",
-             "am": "are"}
+_PRONOUNS = {"i'm": "you're", "i": "you", "me": "you", "my": "your", "mine": "yours", "myself": "yourself"}
 _WH = r"(how|where|what|when|why)"
 _PATTERNS = (
     (re.compile(rf"^{_WH}\s+(?:do|can|could|should|would|might|may)\s+(?:i|we|one|you|someone)\s+(.+)$", re.I),
      lambda m: f"{m[1].lower()} to {m[2]}"),
     (re.compile(rf"^(?:explain|describe|tell me|show me)\s+{_WH}\s+(.+)$", re.I), lambda m: f"{m[1].lower()} {m[2]}"),
-    (re.compile(r"^help me(?:\s+to)?\s+(.+)$", re.I), lambda m: f"how to {m[1]}"),
+    (re.compile(r"^(?:(?:can|could|would|will)\s+you\s+(?:please\s+)?)?help me(?:\s+to)?\s+(.+)$", re.I),
+     lambda m: f"how to {m[1]}"),
     (re.compile(r"^(?:write|draft|create|compose|generate|give me|provide|list|suggest|make|design|plan)\s+(.+)$",
                 re.I), lambda m: m[1]),
 )
@@ -52,11 +52,11 @@ def _second_person(text: str) -> str:
     def swap(m: re.Match) -> str:
         word = m[0]
         out = _PRONOUNS[word.lower()]
-        return out.capitalize() if word[0].isupper() and word.lower() != "i" else out
+        return out.capitalize() if word[0].isupper() and word.lower() not in ("i", "i'm") else out
 
     # "am" only after "I" ("I am" -> "you are"), never elsewhere.
     text = re.sub(r"\bI am\b", "you are", text)
-    return re.sub(r"\b(i|me|my|mine|myself|i'm)\b", swap, text, flags=re.I)
+    return re.sub(r"\b(i'm|myself|mine|my|me|i)\b", swap, text, flags=re.I)
 
 
 def affirmative_target(request: str, fallback: str) -> str:
