@@ -4,6 +4,7 @@ accounting, string targets and attack positions. Tiny models and few iterations.
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 
@@ -535,3 +536,42 @@ def test_the_papers_initial_attack_on_request(zoo, examples):
         attacks.GCGConfig(init="nanogcg")
     result = attacks.run_attack("gcg", model, tok, examples[:2], small(iterations=2, init="paper"))
     assert result.iterations == 2
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "qwen2", "llama"])
+@pytest.mark.parametrize("mode", ["label", "string"])
+def test_shared_prefix_attention_is_the_expanded_cache_and_no_cache(arch, mode, zoo_tokenizer, make_tiny_lm):
+    """Rows of three sites (two sharing a prefix length, so batched together in runs of
+    different sizes) score the same loss and one-hot gradient through shared-prefix
+    attention, through an expanded KV cache and without any cache."""
+    from transformers import AutoModelForSequenceClassification
+
+    from robustlib.attacks.base import Scorer, Site
+
+    tok = zoo_tokenizer
+    lm = make_tiny_lm(arch, tok)
+    model = lm
+    if mode == "label":
+        config = copy.deepcopy(lm.config)
+        config.num_labels = 2
+        model = AutoModelForSequenceClassification.from_config(config)
+        model.load_state_dict(lm.state_dict(), strict=False)
+        model.eval()
+    target = tok(" Sure", add_special_tokens=False).input_ids if mode == "string" else []
+    texts = [("alpha beta gamma delta", " epsilon"), ("one two three four", " five six"), ("x y", " z")]
+    sites = []
+    for key, (before, after) in enumerate(texts):
+        b, a = tok(before).input_ids, tok(after).input_ids
+        sites.append(Site(key, before, after, b, a, a + target, 1, 4, list(target)))
+    order = [0, 0, 0, 1, 2, 2]
+    rows = [[5 + i, 6 + i, 7, 8] for i in range(len(order))]
+    scored = {}
+    for name, cache, shared in (("shared", True, True), ("expanded", True, False), ("none", False, False)):
+        scorer = Scorer(model, mode, use_cache=cache, batch_size=64, shared=shared)
+        rows_sites = [sites[i] for i in order]
+        scored[name] = (scorer.evaluate(rows_sites, rows), scorer.gradient(rows_sites, rows))
+    for name in ("expanded", "none"):
+        for a, b in zip(scored["shared"][0], scored[name][0]):
+            assert a.loss == pytest.approx(b.loss, abs=1e-5), name
+        for a, b in zip(scored["shared"][1], scored[name][1]):
+            assert torch.allclose(a.grad, b.grad, atol=1e-5), name

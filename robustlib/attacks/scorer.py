@@ -20,10 +20,12 @@ example at a different string (the generative setting's per-prompt targets).
 + ``tail_ids`` (fixed: ``after_ids``, plus the target tokens in string mode). With
 ``use_prefix_cache`` the key/value cache of ``before_ids`` is computed once per example
 (batch 1, kept for the life of the attack object, which holds ``batch_examples``
-examples at most) and only ``attack + tail`` is run for each row, with the cache
-expanded along the batch and position ids continuing from the prefix length (the cache
-is passed as ``cache=`` where the base model's forward takes it, transformers 5.24 on,
-else as ``past_key_values=``). Rows are
+examples at most) and only ``attack + tail`` is run for each row, with position ids
+continuing from the prefix length. The rows of one example attend to a single copy of
+its prefix's keys and values (:mod:`robustlib.attacks.shared_prefix`, for every model
+whose attention goes through transformers' attention interface); other models get the
+cache expanded along the batch (passed as ``cache=`` where the base model's forward
+takes it, transformers 5.24 on, else as ``past_key_values=``). Rows are
 grouped by ``(prefix length, suffix length, target length)``: within a group every row has the same
 shape, so nothing is padded, no attention mask is needed, and the classifier head is
 applied to the hidden state at the very last position, which is the last real token.
@@ -61,6 +63,7 @@ import torch
 
 from .. import flops as _flops
 from ..runtime import empty_device_cache, is_out_of_memory
+from .shared_prefix import shared_prefix, supports
 
 log = logging.getLogger("robustlib.attacks")
 
@@ -110,9 +113,11 @@ class Scorer:
     ``batch_size`` (rows per forward) halves on out-of-memory.
     """
 
-    def __init__(self, model, mode: str, use_cache: bool, batch_size: int):
+    def __init__(self, model, mode: str, use_cache: bool, batch_size: int, shared: bool | None = None):
         self.model = model
         self.mode = mode
+        # None: shared-prefix attention where the model supports it, else an expanded cache
+        self.shared_prefix = supports(model) if shared is None else bool(shared)
         self.use_cache = use_cache
         self.batch_size = batch_size
         if mode == "label":
@@ -213,12 +218,7 @@ class Scorer:
 
         # Rows are sorted by site, so consecutive rows share a site: expand (no copy)
         # each site's batch-1 cache over its rows, then concatenate.
-        runs: list[tuple[int, int]] = []  # (key, count)
-        for s in sites:
-            if runs and runs[-1][0] == s.key:
-                runs[-1] = (s.key, runs[-1][1] + 1)
-            else:
-                runs.append((s.key, 1))
+        runs = _runs(sites)
         n_layers = len(self._kv[runs[0][0]])
         data = []
         for layer in range(n_layers):
@@ -238,8 +238,13 @@ class Scorer:
         plen = sites[0].prefix_len
         rows, slen = suffix_embeds.shape[:2]
         if self.use_cache and plen > 0 and sites[0].key >= 0:
-            cache = self._cache_for(sites)
             pos = torch.arange(plen, plen + slen, device=self.device).unsqueeze(0).expand(rows, -1)
+            if self.shared_prefix:
+                runs = _runs(sites)
+                prefix = [[self._kv[key][layer] for key, _ in runs] for layer in range(len(self._kv[runs[0][0]]))]
+                with shared_prefix(self.base, prefix, [count for _, count in runs]):
+                    return self.base(inputs_embeds=suffix_embeds, position_ids=pos, use_cache=False).last_hidden_state
+            cache = self._cache_for(sites)
             out = self.base(inputs_embeds=suffix_embeds, position_ids=pos, use_cache=True,
                             **{self._cache_name: cache})
             return out.last_hidden_state
@@ -336,6 +341,17 @@ class Scorer:
 
     def _cached(self, site: Site) -> bool:
         return self.use_cache and site.prefix_len > 0 and site.key >= 0
+
+
+def _runs(sites: Sequence[Site]) -> list[tuple[int, int]]:
+    """``(site key, rows)`` for each run of consecutive rows of one site."""
+    runs: list[tuple[int, int]] = []
+    for s in sites:
+        if runs and runs[-1][0] == s.key:
+            runs[-1] = (s.key, runs[-1][1] + 1)
+        else:
+            runs.append((s.key, 1))
+    return runs
 
 
 def _cache_argument(base) -> str:
