@@ -10,11 +10,14 @@ which this script builds once under ``~/.cache/robustlib/bench-nanogcg`` (pins i
 the same token sequence (prompt, then a 10-token suffix, then the target string),
 and use the same top-k, candidates per step, steps and torch thread count.
 
-Printed: seconds per step for one example, and for a batch (ours attacks the batch at
-once; nanoGCG has no batching, so its per-example cost is measured on
-``--peer-examples`` prompts run one after another and is the same for any batch
-size), throughput in example-steps per second, the ratios (nanoGCG time / ours: >1
-means we are faster) and the issue's CPU targets (>= 1.0x single, >= 5x batch).
+Printed, as min / median / max over ``--runs`` runs in which the side that goes first
+alternates: the ratio for one example (nanoGCG s/step / ours) and for a batch (ours
+attacks the batch at once; nanoGCG has no batching, so its per-example cost is measured
+on ``--peer-examples`` prompts run one after another and is the same for any batch
+size), ours' real GFLOP/s on the batch against the fp32 matmul limit measured in the
+same run, and the targets (>= 1.5x single, >= 5x batch, >= 60% of the limit). zoo-8m's
+odd rotary width cannot be loaded alike by both transformers versions; it is timed on a
+random-init model of its shape with an even rotary width.
 Times are whole runs divided by steps, set-up included on both sides (model loading
 excluded).
 """
@@ -25,6 +28,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -83,12 +87,18 @@ def shared_model_folder(name: str) -> Path:
     config = json.loads((src / "config.json").read_text())
     head = config["hidden_size"] // config["num_attention_heads"]
     rot = head * config.get("rope_parameters", {}).get("partial_rotary_factor", 0.25)
-    if rot != int(rot) or int(rot) % 2:
-        # transformers 4.47 rotates int(rot) dims, 5.x rounds an odd count up: not the same model.
-        raise SystemExit(f"{name} has {rot:g} rotary dims per head (odd), which transformers 4.47 cannot "
-                         "load as the same model; use zoo-0.3m, zoo-1m or zoo-3m")
     out = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
-    shutil.copy(src / "model.safetensors", out)
+    if rot != int(rot) or int(rot) % 2:
+        # transformers 4.47 rotates int(rot) dims, 5.x rounds an odd count up: not the same
+        # model. Timing does not depend on the weights, so both sides get a random-init
+        # model of the same shape with the nearest even number of rotary dims below.
+        even = 2 * int(rot // 2)
+        config.setdefault("rope_parameters", {})["partial_rotary_factor"] = even / head
+        print(f"{name}: {rot:g} rotary dims per head is odd; timing a random-init model of its shape with "
+              f"{even} ({even / head:.4f} of {head})", flush=True)
+        _random_weights(config, out)
+    else:
+        shutil.copy(src / "model.safetensors", out)
     rope = config.get("rope_parameters", {})
     config.update(rotary_pct=rope.get("partial_rotary_factor", 0.25), rotary_emb_base=rope.get("rope_theta", 10000),
                   torch_dtype="float32")
@@ -101,14 +111,43 @@ def shared_model_folder(name: str) -> Path:
     return out
 
 
+def _random_weights(config: dict, out: Path) -> None:
+    import torch
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(0)
+    keys = {k: v for k, v in config.items() if k not in ("architectures", "transformers_version", "dtype")}
+    GPTNeoXForCausalLM(GPTNeoXConfig(**keys)).save_pretrained(out, safe_serialization=True)
+    (out / "config.json").unlink()  # written below, with the keys both versions read
+
+
+def matmul_limit(threads: int, n: int = 1024, repeats: int = 5) -> float:
+    """fp32 GFLOP/s of an n x n x n matrix product on ``threads`` threads: the best of
+    ``repeats`` (what the hardware and BLAS give, the ceiling for an attack's real FLOPs)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def prompts(n: int) -> list[str]:
     from robustlib import tasks
 
     return [ex.instructions + ex.content for ex in tasks.load_examples("password_match", "validation", n=n, seed=3)]
 
 
-def ours(folder: Path, texts: list[str], args) -> tuple[float, list[float]]:
-    """Seconds for ``args.steps`` GCG steps on all ``texts`` at once, and final losses."""
+def ours(folder: Path, texts: list[str], args) -> tuple[float, float]:
+    """Seconds for ``args.steps`` GCG steps on all ``texts`` at once, and the real FLOPs
+    they executed."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -126,7 +165,7 @@ def ours(folder: Path, texts: list[str], args) -> tuple[float, list[float]]:
                             batch_examples=len(examples), progress=False, skip_incorrect=False)
     t0 = time.perf_counter()
     result = attacks.run_attack("gcg", model, tok, examples, cfg)
-    return time.perf_counter() - t0, [r.best_loss for r in result.records]
+    return time.perf_counter() - t0, float(sum(result.flops_per_iteration_real) + result.clean_flops_real)
 
 
 def peer(python: Path, folder: Path, texts: list[str], args) -> dict:
@@ -152,41 +191,64 @@ def main(argv=None) -> int:
     p.add_argument("--topk", type=int, default=256)
     p.add_argument("--suffix-len", type=int, default=10)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads, both sides")
+    p.add_argument("--runs", type=int, default=3, help="runs of both sides, alternating which goes first")
     args = p.parse_args(argv)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
 
     python = ensure_peer_env()
     folder = shared_model_folder(args.model)
     texts = prompts(args.batch)
+    runs = []
+    limit = []
     try:
-        peer_res = peer(python, folder, texts[: args.peer_examples], args)
-        peer_steps = [r["seconds"] / args.steps for r in peer_res["runs"]]
-        peer_single = peer_steps[0]
-        peer_per_example_step = sum(peer_steps) / len(peer_steps)
-        ours_single, _ = ours(folder, texts[:1], args)
-        ours_single /= args.steps
-        ours_batch, losses = ours(folder, texts, args)
-        ours_batch_step = ours_batch / args.steps
+        for r in range(args.runs):
+            # alternate which side goes first, so drift in the machine's speed is shared out
+            order = ("peer", "ours") if r % 2 == 0 else ("ours", "peer")
+            got = {}
+            for side in order:
+                if side == "peer":
+                    res = peer(python, folder, texts[: args.peer_examples], args)
+                    steps = [x["seconds"] / args.steps for x in res["runs"]]
+                    got["peer"] = (steps[0], sum(steps) / len(steps), res)
+                else:
+                    single, _ = ours(folder, texts[:1], args)
+                    batch, flops = ours(folder, texts, args)
+                    got["ours"] = (single / args.steps, batch / args.steps, flops / batch)
+            limit.append(matmul_limit(args.threads))
+            runs.append(got)
+            print(f"run {r + 1}/{args.runs} ({' then '.join(order)}): single {got['peer'][0] / got['ours'][0]:.2f}x, "
+                  f"batch {got['peer'][1] / (got['ours'][1] / args.batch):.2f}x", flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
-    ours_tput = args.batch / ours_batch_step
-    peer_tput = 1 / peer_per_example_step
-    single_ratio = peer_single / ours_single
-    batch_ratio = ours_tput / peer_tput
+    def spread(values) -> str:
+        v = sorted(values)
+        return f"{v[0]:.2f} / {statistics.median(v):.2f} / {v[-1]:.2f}"
+
+    single_ratio = [g["peer"][0] / g["ours"][0] for g in runs]
+    batch_ratio = [g["peer"][1] / (g["ours"][1] / args.batch) for g in runs]
+    achieved = [g["ours"][2] / 1e9 for g in runs]
+    share = [a / lim for a, lim in zip(achieved, limit)]
+    peer_res = runs[0]["peer"][2]
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "?") if Path("/proc/cpuinfo").exists() else "?"
     print(f"\nGCG speed: {args.model}, {args.suffix_len} attack tokens, top-k {args.topk}, {args.candidates} "
-          f"candidates/step, {args.steps} steps, {args.threads} thread(s); {os.cpu_count()} CPUs ({cpu})")
+          f"candidates/step, {args.steps} steps, {args.threads} thread(s); {os.cpu_count()} CPUs ({cpu}); "
+          f"{args.runs} runs, sides alternated")
     print(f"nanoGCG {peer_res['nanogcg']} on transformers {peer_res['transformers']}; "
           f"prompt of {len(texts[0])} chars, target {TARGET!r}")
-    print(f"{'':28}{'nanoGCG':>12}{'robustlib':>12}{'ratio':>9}  target")
-    print(f"{'1 example: s/step':28}{peer_single:>12.3f}{ours_single:>12.3f}{single_ratio:>8.2f}x  >= 1.0x "
-          f"{'PASS' if single_ratio >= 1.0 else 'FAIL'}")
-    print(f"{f'{args.batch} examples: example-steps/s':28}{peer_tput:>12.2f}{ours_tput:>12.2f}{batch_ratio:>8.2f}x  "
-          f">= 5x {'PASS' if batch_ratio >= 5 else 'FAIL'}")
-    print(f"(nanoGCG per-example cost from {len(peer_steps)} prompts run one after another; "
-          f"ours: {args.batch} prompts attacked at once, {ours_batch_step:.3f} s/step)")
+    print(f"{'min / median / max':>58}  target")
+    med = statistics.median
+    print(f"{'1 example: nanoGCG s/step / ours':40}{spread([g['peer'][0] / g['ours'][0] for g in runs]):>18}x  >= 1.5x "
+          f"{'PASS' if med(single_ratio) >= 1.5 else 'FAIL'}")
+    print(f"{f'{args.batch} examples: throughput ratio':40}{spread(batch_ratio):>18}x  >= 5x "
+          f"{'PASS' if med(batch_ratio) >= 5 else 'FAIL'}")
+    print(f"{'ours, batch: real GFLOP/s':40}{spread(achieved):>18}")
+    print(f"{'matmul limit GFLOP/s (same run)':40}{spread(limit):>18}")
+    print(f"{'ours, batch: share of the limit':40}{spread(share):>18}   >= 0.60 "
+          f"{'PASS' if med(share) >= 0.6 else 'FAIL'}")
+    print(f"(nanoGCG per-example cost from {args.peer_examples} prompts run one after another; ours: {args.batch} "
+          f"prompts attacked at once, {med([g['ours'][1] for g in runs]):.3f} s/step at the median)")
     return 0
 
 

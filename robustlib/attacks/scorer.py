@@ -144,7 +144,7 @@ class Scorer:
         self.device = self.embed.weight.device
         self.num_params = _flops.count_params(model)
         self._kv: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-        self._real: dict[tuple, float] = {}  # real FLOPs per row, by row shape
+        self._real = _measured_flops(model, self.mode, self.use_cache, self.shared_prefix)  # per row, by shape
         self._cache_name = _cache_argument(self.base)
 
     # ---- compute accounting
@@ -341,6 +341,20 @@ class Scorer:
 
     def _cached(self, site: Site) -> bool:
         return self.use_cache and site.prefix_len > 0 and site.key >= 0
+
+
+# Real FLOPs per row by row shape, for every model architecture seen in this process:
+# they depend on the architecture, the dtype and how rows are run, never on the weights,
+# so scorers of later attacks, adversarial-training rounds and studies reuse them instead
+# of running the FLOP counter again (it costs a forward's dispatch overhead per shape).
+_REAL_FLOPS: dict[tuple, dict[tuple, float]] = {}
+
+
+def _measured_flops(model, mode: str, use_cache: bool, shared: bool) -> dict[tuple, float]:
+    emb = model.get_input_embeddings().weight
+    key = (type(model).__name__, model.config.to_json_string(use_diff=False), str(emb.dtype), emb.device.type,
+           mode, use_cache, shared)
+    return _REAL_FLOPS.setdefault(key, {})
 
 
 def _runs(sites: Sequence[Site]) -> list[tuple[int, int]]:
