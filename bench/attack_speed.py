@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from timing import spread
+
 HERE = Path(__file__).resolve().parent
 PEER_ENV = Path.home() / ".cache" / "robustlib" / "bench-nanogcg"
 TARGET = " Sure, here is"
@@ -220,10 +222,6 @@ def main(argv=None) -> int:
                   f"batch {got['peer'][1] / (got['ours'][1] / args.batch):.2f}x", flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-    def spread(values) -> str:
-        v = sorted(values)
-        return f"{v[0]:.2f} / {statistics.median(v):.2f} / {v[-1]:.2f}"
 
     single_ratio = [g["peer"][0] / g["ours"][0] for g in runs]
     batch_ratio = [g["peer"][1] / (g["ours"][1] / args.batch) for g in runs]

@@ -16,6 +16,8 @@ import statistics
 import sys
 import time
 
+from timing import spread
+
 
 def main(argv=None) -> int:
     import torch
@@ -49,10 +51,6 @@ def main(argv=None) -> int:
                 asr[shared] = result.asr[-1]
     finally:
         scorer.supports = supports
-
-    def spread(values) -> str:
-        v = sorted(values)
-        return f"{v[0]:.2f} / {statistics.median(v):.2f} / {v[-1]:.2f}"
 
     print(f"GCG on {args.model}, {args.examples} examples, {args.steps} steps, {args.threads} threads, "
           f"{args.runs} runs alternated (min / median / max)")
