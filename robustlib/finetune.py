@@ -229,7 +229,8 @@ def classify(model, tokenizer, examples, batch_size: int = 64, max_length: int =
         if tally is None:
             logits = step()
         else:
-            logits = _flops.counted(tally, ("eval",) + tuple(input_ids.shape), n_params, input_ids.numel(), False, step)
+            logits = _flops.counted(tally, ("eval",) + tuple(input_ids.shape), n_params, input_ids.numel(), False, step,
+                                    model=model)
         total_loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
         preds.extend(logits.argmax(-1).tolist())
     acc = sum(int(p == t) for p, t in zip(preds, labels)) / len(labels)
@@ -312,7 +313,7 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
             return loss, per_example.detach()
 
         return _flops.counted(tally, ("train",) + tuple(input_ids.shape), n_params, input_ids.numel(), True,
-                              train_step)
+                              train_step, model=model)
 
     for step in bar:
         idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]

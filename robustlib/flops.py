@@ -84,22 +84,45 @@ def _counting():
         yield mode
 
 
-def counted(tally: FlopTally, key, num_params: int, tokens: int, backward: bool, fn: Callable[[], object]):
+# Real FLOPs of a step, by model fingerprint and step key: shared by every run in the
+# process (a second seed, a later adversarial-training round, another study).
+_MEASURED: dict[tuple, dict] = {}
+
+
+def fingerprint(model) -> tuple:
+    """What a model's real FLOPs for a given input shape depend on: its class, its
+    configuration, its parameters' dtype and its device type (never its weights).
+    Read afresh on every call (about 0.1 ms), so a configuration changed in place counts."""
+    param = next(model.parameters())
+    config = model.config.to_json_string(use_diff=False) if hasattr(model, "config") else ""
+    return type(model).__name__, config, str(param.dtype), param.device.type
+
+
+def measured(model) -> dict:
+    """The process-wide cache of real FLOPs per step key for models like ``model``."""
+    return _MEASURED.setdefault(fingerprint(model), {})
+
+
+def counted(tally: FlopTally, key, num_params: int, tokens: int, backward: bool, fn: Callable[[], object],
+            model=None):
     """Run ``fn`` (a forward, or forward+backward, step) and add its cost to ``tally``.
 
     ``key`` identifies the shape of the step (e.g. ``("train", batch, seq)``): the real
     FLOP count is measured the first time a key is seen and reused afterwards, since
-    matmul FLOPs depend only on shapes.
+    matmul FLOPs depend only on shapes. With ``model``, the measurements are shared by
+    every run on a model of the same architecture in the process (:func:`measured`),
+    else kept in ``tally``.
     """
     tally.paper += (training_flops if backward else forward_flops)(num_params, tokens)
     tally.tokens += tokens
-    if key in tally._real_cache:
-        tally.real += tally._real_cache[key]
+    cache = measured(model) if model is not None else tally._real_cache
+    if key in cache:
+        tally.real += cache[key]
         return fn()
     with _counting() as mode:
         out = fn()
-    tally._real_cache[key] = int(mode.get_total_flops())
-    tally.real += tally._real_cache[key]
+    cache[key] = int(mode.get_total_flops())
+    tally.real += cache[key]
     return out
 
 

@@ -381,7 +381,7 @@ def test_gcg_step_flops_match_formula(zoo, examples):
 def test_real_flops_per_row_do_not_depend_on_the_row_count(zoo):
     """Real FLOPs are measured once per row shape and scaled by the row count; a fresh
     count on another number of rows must give the same per-row value."""
-    from robustlib.attacks import scorer as scorer_module
+    from robustlib import flops as flops_module
     from robustlib.attacks.base import Scorer, Site
 
     model, tok = zoo
@@ -395,7 +395,7 @@ def test_real_flops_per_row_do_not_depend_on_the_row_count(zoo):
         warm = Scorer(model, "label", use_cache=True, batch_size=64)
         getattr(warm, method)([site(0)] * 2, rows(2))  # measured on 2 rows
         scaled = getattr(warm, method)([site(0)] * 5, rows(5))  # reused for 5
-        scorer_module._REAL_FLOPS.clear()  # a fresh measurement, on 5 rows
+        flops_module._MEASURED.clear()  # a fresh measurement, on 5 rows
         fresh = getattr(Scorer(model, "label", use_cache=True, batch_size=64), method)([site(0)] * 5, rows(5))
         assert [r.flops_real for r in scaled] == [r.flops_real for r in fresh], method
         assert fresh[0].flops_real > 0
@@ -406,14 +406,14 @@ def test_real_flops_are_measured_once_per_architecture_and_shape(zoo, monkeypatc
     the measurement; another architecture measures its own."""
     import torch.utils.flop_counter as fc
 
-    from robustlib.attacks import scorer as scorer_module
+    from robustlib import flops as flops_module
     from robustlib.attacks.base import Scorer, Site
 
     model, tok = zoo
     before, after = tok("alpha beta gamma").input_ids, tok(" delta epsilon").input_ids
     sites = [Site(0, "", "", before, after, after, 1, 4)] * 3
     rows = [[5, 6, 7, 8]] * 3
-    scorer_module._REAL_FLOPS.clear()
+    flops_module._MEASURED.clear()
     first = Scorer(model, "label", use_cache=True, batch_size=64).evaluate(sites, rows)
 
     class Refuse(fc.FlopCounterMode):

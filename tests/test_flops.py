@@ -55,6 +55,30 @@ def test_counted_tallies_both_conventions(tiny_classifier):
     assert 2.5 * mode.get_total_flops() <= t2.real <= 3.5 * mode.get_total_flops()
 
 
+def test_measurements_are_shared_by_runs_on_the_same_architecture(tiny_classifier, monkeypatch):
+    """A second run (another seed, a later round) on a model of the same architecture
+    reuses the first's measurement; the tally's totals are the same."""
+    import copy
+
+    import torch.utils.flop_counter as fc
+
+    model, tok = tiny_classifier
+    n = flops.count_params(model)
+    x = torch.randint(1, 100, (2, 9))
+    first = flops.FlopTally()
+    flops.counted(first, ("fwd", 2, 9), n, x.numel(), False, lambda: model(input_ids=x), model=model)
+
+    class Refuse(fc.FlopCounterMode):
+        def __enter__(self):
+            raise AssertionError("measured again")
+
+    monkeypatch.setattr(fc, "FlopCounterMode", Refuse)
+    twin = copy.deepcopy(model)  # other weights would not matter either
+    second = flops.FlopTally()
+    flops.counted(second, ("fwd", 2, 9), n, x.numel(), False, lambda: twin(input_ids=x), model=twin)
+    assert second.real == first.real > 0
+
+
 def test_mfu_rejects_nonpositive():
     assert flops.mfu(1e12, 2.0, 1e12) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="seconds"):

@@ -343,18 +343,13 @@ class Scorer:
         return self.use_cache and site.prefix_len > 0 and site.key >= 0
 
 
-# Real FLOPs per row by row shape, for every model architecture seen in this process:
-# they depend on the architecture, the dtype and how rows are run, never on the weights,
-# so scorers of later attacks, adversarial-training rounds and studies reuse them instead
-# of running the FLOP counter again (it costs a forward's dispatch overhead per shape).
-_REAL_FLOPS: dict[tuple, dict[tuple, float]] = {}
-
-
 def _measured_flops(model, mode: str, use_cache: bool, shared: bool) -> dict[tuple, float]:
-    emb = model.get_input_embeddings().weight
-    key = (type(model).__name__, model.config.to_json_string(use_diff=False), str(emb.dtype), emb.device.type,
-           mode, use_cache, shared)
-    return _REAL_FLOPS.setdefault(key, {})
+    """Real FLOPs per row by row shape, shared by every scorer on a model of this
+    architecture in the process (:func:`robustlib.flops.measured`): they depend on the
+    architecture, the dtype and how rows are run, never on the weights, so later
+    attacks, adversarial-training rounds and studies reuse them instead of running the
+    FLOP counter again."""
+    return _flops.measured(model).setdefault(("scorer", mode, use_cache, shared), {})
 
 
 def _runs(sites: Sequence[Site]) -> list[tuple[int, int]]:
