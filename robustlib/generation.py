@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .runtime import empty_device_cache, is_out_of_memory
+from .runtime import halving_chunks
 
 log = logging.getLogger("robustlib.generation")
 
@@ -56,24 +56,16 @@ def generate(model, tokenizer, inputs: Sequence[Sequence[int]], max_new_tokens: 
                               pad_token_id=pad, temperature=1.0, top_p=1.0, top_k=50)
     order = sorted(range(len(inputs)), key=lambda i: (len(inputs[i]), i))
     out: list[str | None] = [None] * len(inputs)
-    start, size = 0, batch_size
+
+    def run_chunk(start: int, stop: int) -> None:
+        chunk = order[start:stop]
+        for i, text in zip(chunk, _generate_batch(model, tokenizer, [inputs[i] for i in chunk], config, pad, device)):
+            out[i] = text
+
     was_training = model.training
     model.eval()
     try:
-        while start < len(order):
-            chunk = order[start : start + size]
-            try:
-                texts = _generate_batch(model, tokenizer, [inputs[i] for i in chunk], config, pad, device)
-            except RuntimeError as err:
-                if not is_out_of_memory(err) or size == 1:
-                    raise
-                size = max(1, size // 2)
-                log.warning("out of memory generating %d responses at once; retrying with %d", len(chunk), size)
-                empty_device_cache()
-                continue
-            for i, text in zip(chunk, texts):
-                out[i] = text
-            start += len(chunk)
+        halving_chunks(len(order), batch_size, run_chunk, "responses generated at once", log)
     finally:
         model.train(was_training)
     return out  # type: ignore[return-value]

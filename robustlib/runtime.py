@@ -50,6 +50,28 @@ def is_out_of_memory(err: BaseException) -> bool:
     return (bool(oom) and isinstance(err, oom)) or "out of memory" in str(err).lower()
 
 
+def halving_chunks(n: int, size: int, run_chunk, what: str, log) -> int:
+    """Call ``run_chunk(start, stop)`` over ``range(n)`` in chunks of at most ``size``;
+    a chunk that runs out of memory is retried at half the size, which then holds for
+    the rest (down to 1, where the error is raised). Returns the size it ended at, for
+    the caller to keep. ``what`` names a chunk's unit in the warning ("rows per
+    forward")."""
+    start = 0
+    while start < n:
+        step = min(size, n - start)
+        try:
+            run_chunk(start, start + step)
+        except RuntimeError as err:
+            if not is_out_of_memory(err) or step == 1:
+                raise
+            size = max(1, step // 2)
+            log.warning("out of memory with %d %s; retrying with %d", step, what, size)
+            empty_device_cache()
+            continue
+        start += step
+    return size
+
+
 def empty_device_cache() -> None:
     """Give cached GPU memory back after an out-of-memory error (nothing on the CPU)."""
     import torch

@@ -62,7 +62,7 @@ from typing import Any
 import torch
 
 from .. import flops as _flops
-from ..runtime import empty_device_cache, is_out_of_memory
+from ..runtime import halving_chunks
 from .shared_prefix import shared_prefix, supports
 
 log = logging.getLogger("robustlib.attacks")
@@ -167,19 +167,7 @@ class Scorer:
     def _chunked(self, n_rows: int, run_chunk: Callable[[int, int], None]) -> None:
         """Call ``run_chunk(start, stop)`` over ``range(n_rows)`` in chunks of at most
         ``batch_size`` rows, halving the size on out-of-memory."""
-        start = 0
-        while start < n_rows:
-            size = min(self.batch_size, n_rows - start)
-            try:
-                run_chunk(start, start + size)
-            except RuntimeError as err:
-                if not is_out_of_memory(err) or size == 1:
-                    raise
-                self.batch_size = max(1, size // 2)
-                log.warning("out of memory with %d rows per forward; retrying with %d", size, self.batch_size)
-                empty_device_cache()
-                continue
-            start += size
+        self.batch_size = halving_chunks(n_rows, self.batch_size, run_chunk, "rows per forward", log)
 
     # ---- prefix cache
 
