@@ -178,14 +178,12 @@ def load_prompts(task: PromptTask, split: str, n: int | None, seed: int, source)
 
 
 def _rows_to_prompts(task: PromptTask, source) -> tuple[list[Prompt], str]:
-    from robustlib.tasks.hub import _check_source, _is_text, _load_file, _load_folder_rows
+    from robustlib.tasks.hub import _is_text, _load_rows
 
     if source is None:
         rows, where = _hub_rows(task.dataset, task.revision), task.dataset
-    else:
-        path = _check_source(source)
-        rows = _load_file(path) if path.is_file() else _load_folder_rows(path, "validation")
-        where = str(source)
+    else:  # a local file or folder, read as every hub task reads one
+        rows, where = _load_rows(task, "validation", source), str(source)
     column = next((c for c in PROMPT_COLUMNS if c in rows.column_names), None)
     if column is None:
         raise ValueError(f"{task.name}: data from {where!r} has no prompt column (looked for "
