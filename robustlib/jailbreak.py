@@ -49,13 +49,13 @@ class JailbreakResult:
     """``rows``: one per judged iteration (0 first: before the attack), the lab's
     evaluation-row names (:func:`robustlib.evaluate.attack_rows`) plus ``asr_low``,
     ``asr_high``, ``refusal_rate``, ``refusal_rate_low``, ``refusal_rate_high`` (Wilson
-    intervals, :func:`robustlib.analysis.wilson`),
-    ``target_match``, ``unreadable`` (verdicts the judge gave in a form that could not be
-    read, counted as refusals; at iteration 0 over every prompt, later over the
-    attacked), ``template``, ``attack_seconds``, ``generate_seconds``,
-    ``judge_seconds`` (the whole run's); ``records``: one per (prompt, judged iteration):
-    the prompt, its target, the attack, the response, the judge's raw output and
-    score; ``seconds``: wall time of the attack, generation and judging."""
+    intervals, :func:`robustlib.analysis.wilson`), ``target_match``, ``unreadable``
+    (verdicts the judge gave in a form that could not be read, counted as refusals; at
+    iteration 0 over every prompt, later over the attacked), ``template``,
+    ``attack_seconds``, ``generate_seconds``, ``judge_seconds`` (the whole run's) and
+    ``seconds_per_prompt``; ``records``: one per (prompt, judged iteration): the prompt,
+    its target, the attack, the response, the judge's raw output and score;
+    ``seconds``: wall time of the attack, generation and judging."""
 
     rows: list[dict]
     records: list[dict]
@@ -122,16 +122,14 @@ def jailbreak(model, tokenizer, prompts, spec, judge, /, *, position: float = 1.
 
     clean_inputs = [_encode(tokenizer, ex.text) for ex in examples]
     responses = _respond(model, tokenizer, clean_inputs, max_new_tokens, generation_batch, seconds)
-    verdicts = verdicts_before = _judge(judge, prompts, responses, seconds)
-    refused = [i for i, v in enumerate(verdicts) if v.refused]
+    before = _judge(judge, prompts, responses, seconds)
+    refused = [i for i, v in enumerate(before) if v.refused]
     records = [_record(p, 0, "", r, v, attacked=i in refused, refused_before=v.refused,
                        target_match=_starts(r, p, target_string))
-               for i, (p, r, v) in enumerate(zip(prompts, responses, verdicts))]
+               for i, (p, r, v) in enumerate(zip(prompts, responses, before))]
     # iteration -> (verdict, target match) of each attacked prompt; 0: the clean responses
-    judged: dict[int, list] = {0: [(verdicts[i], records[i]["target_match"]) for i in refused]}
+    judged: dict[int, list] = {0: [(before[i], records[i]["target_match"]) for i in refused]}
     judged.update({it: [] for it in judged_at})
-    flops_paper = [0] * (budget + 1)
-    flops_real = [0] * (budget + 1)
     results = []
     bar = tqdm(total=math.ceil(len(refused) / config.batch_examples) * budget, desc=f"{spec.label} jailbreak",
                disable=not progress, leave=False)
@@ -156,23 +154,21 @@ def jailbreak(model, tokenizer, prompts, spec, judge, /, *, position: float = 1.
                 judged[attack.iteration].append((verdict, match))
                 records.append(_record(prompts[i], attack.iteration, rec.attack, response, verdict, attacked=True,
                                        refused_before=True, target_match=match))
-        result = attack.result()
-        results.append(result)
-        for it in range(budget + 1):
-            flops_paper[it] += result.flops_per_iteration_paper[it]
-            flops_real[it] += result.flops_per_iteration_real[it]
+        results.append(attack.result())
         log.info("jailbreak: prompts %d-%d of %d refused attacked", start + 1, start + len(batch), len(refused))
 
     bar.close()
+    merged = attacks.AttackResult.concat(results) if results else None
+    zero = [0] * (budget + 1)
+    per_it = {"paper": merged.flops_per_iteration_paper if merged else zero,
+              "real": merged.flops_per_iteration_real if merged else zero}
+    total = {"paper": merged.cumulative_flops_paper if merged else zero,
+             "real": merged.cumulative_flops_real if merged else zero}
     n, n_refused = len(prompts), len(refused)
     refusal = (n_refused / n, *wilson(n_refused, n))
     per = max(1, n_refused)
-    rows, paper, real = [], 0, 0
-    for it in range(budget + 1):
-        paper += flops_paper[it]
-        real += flops_real[it]
-        if it != 0 and it not in judged:
-            continue
+    rows = []
+    for it in sorted(judged):
         got = judged[it]
         wins = sum(v.score > 0 for v, _ in got)
         low, high = wilson(wins, n_refused)
@@ -182,14 +178,11 @@ def jailbreak(model, tokenizer, prompts, spec, judge, /, *, position: float = 1.
                      "refusal_rate_low": refusal[1], "refusal_rate_high": refusal[2],
                      "target_match": sum(m for _, m in got) / n_refused if n_refused else math.nan,
                      # verdicts the judge gave in a form that could not be read (counted as refusals)
-                     "unreadable": sum(math.isnan(v.score) for v in
-                                       (verdicts_before if it == 0 else [v for v, _ in got])),
-                     "flops_per_iteration_paper": flops_paper[it] / per,
-                     "flops_per_iteration_real": flops_real[it] / per,
-                     "attack_flops_paper": paper / per, "attack_flops_real": real / per, "template": template,
-                     "wall_seconds": sum(seconds.values()),
+                     "unreadable": sum(math.isnan(v.score) for v in (before if it == 0 else [v for v, _ in got])),
+                     **{f"flops_per_iteration_{conv}": per_it[conv][it] / per for conv in per_it},
+                     **{f"attack_flops_{conv}": total[conv][it] / per for conv in total}, "template": template,
+                     "wall_seconds": sum(seconds.values()), "seconds_per_prompt": sum(seconds.values()) / n,
                      **{f"{part}_seconds": spent for part, spent in seconds.items()}})
-    merged = attacks.AttackResult.concat(results) if results else None
     return JailbreakResult(rows, records, template, seconds, merged)
 
 

@@ -206,9 +206,6 @@ def run(cfg: GenerativeConfig, run, progress: bool = True):
                 target_string=cfg.target_string, judge_at=cfg.judge_at, max_new_tokens=cfg.max_new_tokens,
                 generation_batch=cfg.generation_batch, progress=progress, **labels, judge=judge.name,
                 target_rule=cfg.target_rule, prompts=cfg.prompts, dtype=dtype)
-            per_prompt = sum(result.seconds.values()) / len(prompts)
-            for row in result.rows:
-                row["seconds_per_prompt"] = per_prompt
             rows.extend(result.rows)
             run.save_json(f"generative_examples/{labels['model_key']}.json", result.records)
             run.save_table("generative", rows)  # after the examples: a model in the table is complete
