@@ -50,13 +50,15 @@ def with_intervals(tidy: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def judged_at_budget(tidy: pd.DataFrame, iteration="last", by=("source", "model", "num_params")) -> pd.DataFrame:
+def judged_at_budget(tidy: pd.DataFrame, iteration="last", by=("source", "model", "num_params"),
+                     keep=()) -> pd.DataFrame:
     """Per group ``by`` (one curve each: a generative evaluation has one seed), the row
     at ``iteration`` (``"last"``: each curve's largest) with its intervals
     (:func:`with_intervals`): ``by``, ``iteration``, ``asr``, ``asr_low``, ``asr_high``,
-    ``refusal_rate`` (+ interval), ``n_attacked``, ``n_examples``."""
+    ``refusal_rate`` (+ interval), ``n_attacked``, ``n_examples``, then the columns
+    ``keep``."""
     by = [c for c in by if c in tidy.columns]
-    require_columns(tidy, {"iteration", *by}, "tidy table")
+    require_columns(tidy, {"iteration", *by, *keep}, "tidy table")
     data = with_intervals(tidy)
     if iteration == "last":
         data = data[data["iteration"] == data.groupby(by, dropna=False)["iteration"].transform("max")]
@@ -68,7 +70,7 @@ def judged_at_budget(tidy: pd.DataFrame, iteration="last", by=("source", "model"
         dup = data[data.duplicated(by, keep=False)][by].drop_duplicates().to_dict("records")
         raise ValueError(f"more than one curve per group {by}: {dup[:3]}; split the table first (seeds, attacks)")
     cols = by + ["iteration", "asr", "asr_low", "asr_high", "refusal_rate", "refusal_rate_low", "refusal_rate_high",
-                 "n_attacked", "n_examples"]
+                 "n_attacked", "n_examples", *keep]
     return data[cols].sort_values([c for c in ("source", "num_params") if c in by]).reset_index(drop=True)
 
 

@@ -214,12 +214,14 @@ def run(cfg: GenerativeConfig, run, progress: bool = True):
 
 
 def at_budget(table):
-    """Each model's last judged iteration: model, num_params, iteration, asr with its
-    Wilson interval, refusal_rate with its own, n_attacked, n_examples."""
-    last = table[table["iteration"] == table.groupby("model_key")["iteration"].transform("max")]
-    cols = ["model", "num_params", "iteration", "asr", "asr_low", "asr_high", "refusal_rate", "refusal_rate_low",
-            "refusal_rate_high", "n_attacked", "n_examples", "target_match", "seconds_per_prompt"]
-    return last[cols].sort_values("num_params").reset_index(drop=True)
+    """Each model's last judged iteration (:func:`robustlib.analysis.judged_at_budget`):
+    model, num_params, iteration, asr with its Wilson interval, refusal_rate with its
+    own, n_attacked, n_examples, target_match, seconds_per_prompt."""
+    from ..analysis import judged_at_budget
+
+    final = judged_at_budget(table, by=("model_key", "model", "num_params"),
+                             keep=("target_match", "seconds_per_prompt"))
+    return final.drop(columns="model_key")
 
 
 def readable(final):
