@@ -213,6 +213,7 @@ def classify(model, tokenizer, examples, batch_size: int = 64, max_length: int =
     model.eval()
     device = device or next(model.parameters()).device
     n_params = _flops.count_params(model)
+    measured = _flops.measured(model)  # real FLOPs per batch shape, shared with other runs on this architecture
     ids = _encode(tokenizer, examples, max_length)
     labels = [ex.label for ex in examples]
     preds: list[int] = []
@@ -230,7 +231,7 @@ def classify(model, tokenizer, examples, batch_size: int = 64, max_length: int =
             logits = step()
         else:
             logits = _flops.counted(tally, ("eval",) + tuple(input_ids.shape), n_params, input_ids.numel(), False, step,
-                                    model=model)
+                                    cache=measured)
         total_loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
         preds.extend(logits.argmax(-1).tolist())
     acc = sum(int(p == t) for p, t in zip(preds, labels)) / len(labels)
@@ -284,6 +285,7 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
     model, opt = accelerator.prepare(model, opt)
     device = accelerator.device
     n_params = _flops.count_params(model)
+    measured = _flops.measured(model)  # real FLOPs per batch shape, shared with other runs on this architecture
 
     order = _shuffled_order(len(train_ids), total_steps * cfg.batch_size, cfg.seed)
 
@@ -313,7 +315,7 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
             return loss, per_example.detach()
 
         return _flops.counted(tally, ("train",) + tuple(input_ids.shape), n_params, input_ids.numel(), True,
-                              train_step, model=model)
+                              train_step, cache=measured)
 
     for step in bar:
         idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]

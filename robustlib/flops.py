@@ -104,18 +104,18 @@ def measured(model) -> dict:
 
 
 def counted(tally: FlopTally, key, num_params: int, tokens: int, backward: bool, fn: Callable[[], object],
-            model=None):
+            cache: dict | None = None):
     """Run ``fn`` (a forward, or forward+backward, step) and add its cost to ``tally``.
 
     ``key`` identifies the shape of the step (e.g. ``("train", batch, seq)``): the real
     FLOP count is measured the first time a key is seen and reused afterwards, since
-    matmul FLOPs depend only on shapes. With ``model``, the measurements are shared by
-    every run on a model of the same architecture in the process (:func:`measured`),
-    else kept in ``tally``.
+    matmul FLOPs depend only on shapes. ``cache``: where measurements are kept, e.g.
+    ``measured(model)`` (taken once per run, outside the step loop) to share them with
+    every run on a model of the same architecture in the process; by default ``tally``'s.
     """
     tally.paper += (training_flops if backward else forward_flops)(num_params, tokens)
     tally.tokens += tokens
-    cache = measured(model) if model is not None else tally._real_cache
+    cache = tally._real_cache if cache is None else cache
     if key in cache:
         tally.real += cache[key]
         return fn()

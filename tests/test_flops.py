@@ -66,7 +66,8 @@ def test_measurements_are_shared_by_runs_on_the_same_architecture(tiny_classifie
     n = flops.count_params(model)
     x = torch.randint(1, 100, (2, 9))
     first = flops.FlopTally()
-    flops.counted(first, ("fwd", 2, 9), n, x.numel(), False, lambda: model(input_ids=x), model=model)
+    flops.counted(first, ("fwd", 2, 9), n, x.numel(), False, lambda: model(input_ids=x),
+                   cache=flops.measured(model))
 
     class Refuse(fc.FlopCounterMode):
         def __enter__(self):
@@ -75,7 +76,8 @@ def test_measurements_are_shared_by_runs_on_the_same_architecture(tiny_classifie
     monkeypatch.setattr(fc, "FlopCounterMode", Refuse)
     twin = copy.deepcopy(model)  # other weights would not matter either
     second = flops.FlopTally()
-    flops.counted(second, ("fwd", 2, 9), n, x.numel(), False, lambda: twin(input_ids=x), model=twin)
+    flops.counted(second, ("fwd", 2, 9), n, x.numel(), False, lambda: twin(input_ids=x),
+                   cache=flops.measured(twin))
     assert second.real == first.real > 0
 
 

@@ -139,7 +139,7 @@ class BEAST(Attack):
             raise ValueError(f"the sampler has {rows} token embeddings but the target tokenizer {len(tokenizer)} "
                              "tokens: BEAST needs a sampler that shares the target's tokenizer (sampler_model)")
         self.sampler_params = _flops.count_params(self.sampler)
-        self._sampler_tally = _flops.FlopTally()
+        self._sampler_flops = _flops.measured(self.sampler)  # real FLOPs per shape, measured once per process
         super().__init__(model, tokenizer, examples, cfg, **kw)
 
     def _init_attacks(self) -> None:
@@ -157,9 +157,9 @@ class BEAST(Attack):
         device = next(self.sampler.parameters()).device
         ids = torch.tensor([site.before_ids + b for b in beams], dtype=torch.long, device=device)
         tally = _flops.FlopTally()
-        tally._real_cache = self._sampler_tally._real_cache  # measured once per shape
         logits = _flops.counted(tally, ("sampler",) + tuple(ids.shape), self.sampler_params, ids.numel(), False,
-                                lambda: self.sampler(input_ids=ids).logits[:, -1].float().cpu())
+                                lambda: self.sampler(input_ids=ids).logits[:, -1].float().cpu(),
+                                cache=self._sampler_flops)
         logits = logits / cfg.sampler_temperature
         mask = torch.full_like(logits, float("-inf"))
         allowed = self.allowed[self.allowed < logits.shape[-1]].cpu()
