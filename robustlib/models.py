@@ -257,17 +257,10 @@ def is_hub_id(name: str) -> bool:
     return not Path(name).expanduser().exists() and name.count("/") == 1 and not name.startswith((".", "/", "~"))
 
 
-#: Models the lab makes or converts itself, by name: ``zoo-chat`` (built on first use,
-#: :mod:`robustlib.chat_zoo`) and the packaged real models of :mod:`robustlib.fetch`.
-def made_model_names() -> list[str]:
-    from . import chat_zoo, fetch
-
-    return [chat_zoo.NAME, *fetch.MODELS]
-
-
 def _made_model(name: str) -> str | None:
-    """The folder of a model the lab makes (built now if need be) or converts (it must
-    have been fetched), or None for any other name."""
+    """The folder of a model the lab makes or converts itself, by name: ``zoo-chat``
+    (built now if need be, :mod:`robustlib.chat_zoo`) or a packaged real model of
+    :mod:`robustlib.fetch` (it must have been fetched); None for any other name."""
     from . import chat_zoo, fetch
 
     if name == chat_zoo.NAME:
