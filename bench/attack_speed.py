@@ -237,7 +237,7 @@ def main(argv=None) -> int:
           f"prompt of {len(texts[0])} chars, target {TARGET!r}")
     print(f"{'min / median / max':>58}  target")
     med = statistics.median
-    print(f"{'1 example: nanoGCG s/step / ours':40}{spread([g['peer'][0] / g['ours'][0] for g in runs]):>18}x  >= 1.5x "
+    print(f"{'1 example: nanoGCG s/step / ours':40}{spread(single_ratio):>18}x  >= 1.5x "
           f"{'PASS' if med(single_ratio) >= 1.5 else 'FAIL'}")
     print(f"{f'{args.batch} examples: throughput ratio':40}{spread(batch_ratio):>18}x  >= 5x "
           f"{'PASS' if med(batch_ratio) >= 5 else 'FAIL'}")
