@@ -232,6 +232,16 @@ def test_the_study_refuses_bad_settings_before_any_model_loads(monkeypatch, stor
         ({"target_rule": "polite"}, "target_rule='polite'"),
         ({"attack": {"name": "gcg", "stop_on_success": True}}, "'stop_on_success' is set by the generative"),
         ({"models": []}, "models=\\[\\]"),
+        ({"models": ["zoo-chat", "zoo-chat"]}, "distinct models"),
+        ({"n_prompts": -1}, "n_prompts=-1"),
+        ({"max_new_tokens": 0}, "max_new_tokens=0"),
+        ({"generation_batch": 0}, "generation_batch=0"),
+        ({"target_string": "  "}, "target_string='  '"),
+        ({"position": 1.5}, "position=1.5"),
+        ({"prompts": "hub", "dataset": ""}, "dataset=''"),
+        ({"threads": -1}, "threads=-1"),
+        ({"dtype": "float8"}, "dtype='float8'"),
+        ({"n_prompts": "6"}, "n_prompts='6'"),
     ]:
         with pytest.raises(ValueError, match=match) as err:
             studies.GenerativeConfig(**bad)
