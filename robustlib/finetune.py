@@ -161,7 +161,10 @@ def _optimizer(model, cfg: FinetuneConfig):
             params, lr=cfg.lr, scale_parameter=False, relative_step=False, warmup_init=False,
             weight_decay=cfg.weight_decay,
         )
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    try:  # one fused kernel for the whole update (CPU and CUDA), as the Trainer's default
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def _schedule(opt, cfg: FinetuneConfig, total_steps: int):
@@ -292,7 +295,8 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
     from tqdm.auto import tqdm
 
     tally = _flops.FlopTally()
-    losses: list[float] = []
+    step_losses: list[torch.Tensor] = []  # one 0-d tensor per step
+    step_rows: list[tuple[list[int], torch.Tensor]] = []  # (positions, per-example losses) per step
     example_losses = [math.nan] * len(train_examples)
     seen = 0
     t0 = time.time()
@@ -336,18 +340,23 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
                             "micro-batches of %d (the batch stays %d)", 2 * micro, micro, cfg.batch_size)
                 empty_device_cache()
         per_example = torch.cat([p for _, p in parts])
-        loss = parts[0][0] if len(parts) == 1 else per_example.mean()
-        for i, v in zip(idx, per_example.tolist()):
-            example_losses[train_kept[i]] = v
+        # Losses stay on the device until the bar is updated or the run ends: reading
+        # them every step would wait for the GPU every step.
+        step_losses.append(parts[0][0].detach() if len(parts) == 1 else per_example.mean())
+        step_rows.append((idx, per_example))
         if cfg.max_grad_norm:
             accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
         seen += len(idx)
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
+        if step % 10 == 0 and cfg.progress:
+            bar.set_postfix(loss=f"{torch.stack(step_losses[-10:]).mean().item():.3f}")
+
+    losses = torch.stack(step_losses).float().tolist() if step_losses else []
+    for idx, per_example in step_rows:  # the last loss seen for each example
+        for i, v in zip(idx, per_example.tolist()):
+            example_losses[train_kept[i]] = v
 
     eval_tally = _flops.FlopTally()
     acc, val_loss, _ = classify(
