@@ -11,7 +11,9 @@ were used. Pretraining compute is ``6 N D``.
 ``torch.utils.flop_counter.FlopCounterMode`` counts for the exact shapes run
 (attention's quadratic terms included, embedding look-ups excluded, padding included
 because padded positions are computed too). Counting is done on the step itself, once
-per distinct input shape, and cached, so it costs no extra forward pass.
+per distinct input shape, and cached, so it costs no extra forward pass; once a few
+sequence lengths of a step are measured and fit the quadratic a transformer's cost
+follows, the rest are computed from it (:func:`counted`).
 
 Worked example: Pythia-14m as a causal LM has 14,067,712 parameters, so a forward
 pass costs 2 x 14,067,712 = 28,135,424 FLOPs per token.
@@ -116,14 +118,69 @@ def counted(tally: FlopTally, key, num_params: int, tokens: int, backward: bool,
     tally.paper += (training_flops if backward else forward_flops)(num_params, tokens)
     tally.tokens += tokens
     cache = tally._real_cache if cache is None else cache
-    if key in cache:
-        tally.real += cache[key]
+    known = cache.get(key)
+    if known is None:
+        known = _predicted(cache, key)
+    if known is not None:
+        tally.real += known
         return fn()
     with _counting() as mode:
         out = fn()
     cache[key] = int(mode.get_total_flops())
     tally.real += cache[key]
     return out
+
+
+#: Distinct sequence lengths measured before a ``(tag, batch, seq)`` key is predicted
+#: rather than measured: three fix the quadratic, every further one checks it.
+_FIT_POINTS = 5
+
+
+def _predicted(cache: dict, key) -> int | None:
+    """The real FLOPs of ``key = (tag, batch, seq)`` from earlier measurements, or None.
+
+    A transformer step's matmul FLOPs are ``batch * (a + b seq + c seq^2)`` (linear
+    layers per token, attention's two products per pair of tokens). Once
+    :data:`_FIT_POINTS` sequence lengths of a tag are measured and all fall exactly on
+    the quadratic through three of them, every other length is computed from it; a
+    model for which they do not (an architecture whose cost is not of that form) keeps
+    being measured shape by shape. The verdict is kept in ``cache`` under ``(tag, "fit")``.
+    """
+    if not (isinstance(key, tuple) and len(key) == 3 and all(isinstance(v, int) for v in key[1:])):
+        return None
+    tag, batch, seq = key
+    fit = cache.get((tag, "fit"))
+    if fit is None:
+        per_row, linear_in_batch = {}, True
+        for k, total in cache.items():
+            if isinstance(k, tuple) and len(k) == 3 and k[0] == tag and isinstance(k[2], int) and k[1]:
+                linear_in_batch &= total % k[1] == 0 and per_row.get(k[2], total // k[1]) == total // k[1]
+                per_row[k[2]] = total // k[1]
+        if linear_in_batch and len(per_row) < _FIT_POINTS:
+            return None
+        fit = linear_in_batch and _quadratic(per_row)
+        cache[(tag, "fit")] = fit
+    if not fit:
+        return None
+    a, b, c = fit
+    value = a + b * seq + c * seq * seq
+    return None if value.denominator != 1 or value < 0 else batch * int(value)
+
+
+def _quadratic(points: dict[int, int]):
+    """Exact coefficients ``(a, b, c)`` (Fractions) of the quadratic through the first
+    three points that every point lies on, or False."""
+    from fractions import Fraction
+
+    (x0, y0), (x1, y1), (x2, y2) = sorted(points.items())[:3]
+    # Newton's divided differences, exactly.
+    d01 = Fraction(y1 - y0, x1 - x0)
+    d12 = Fraction(y2 - y1, x2 - x1)
+    c = (d12 - d01) / (x2 - x0)
+    b = d01 - c * (x0 + x1)
+    a = y0 - b * x0 - c * x0 * x0
+    ok = all(a + b * x + c * x * x == y for x, y in points.items())
+    return (a, b, c) if ok else False
 
 
 def readable(value: float, digits: int = 3) -> str:

@@ -81,6 +81,56 @@ def test_measurements_are_shared_by_runs_on_the_same_architecture(tiny_classifie
     assert second.real == first.real > 0
 
 
+def _measure(fn) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as mode:
+        fn()
+    return int(mode.get_total_flops())
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "qwen2", "llama"])
+def test_unseen_shapes_are_computed_exactly_once_the_fit_is_checked(arch, make_tiny_lm, zoo_tokenizer):
+    """After five measured lengths the quadratic predicts every other (batch, length),
+    forward and training step alike, to the FLOP the counter would report."""
+    model = make_tiny_lm(arch, zoo_tokenizer)
+    n = flops.count_params(model)
+
+    def forward(b, s):
+        x = torch.randint(1, 100, (b, s))
+        return lambda: model(input_ids=x)
+
+    def train(b, s):
+        x = torch.randint(1, 100, (b, s))
+        return lambda: model(input_ids=x).logits.sum().backward()
+
+    for tag, step in (("fwd", forward), ("train", train)):
+        cache: dict = {}
+        tally = flops.FlopTally()
+        for s in (7, 11, 12, 20, 31):  # measured (batch 2); the fit is checked on the last two
+            flops.counted(tally, (tag, 2, s), n, 2 * s, tag == "train", step(2, s), cache=cache)
+        for b, s in ((3, 9), (1, 57), (5, 140)):
+            before = tally.real
+            flops.counted(tally, (tag, b, s), n, b * s, tag == "train", step(b, s), cache=cache)
+            assert (tag, b, s) not in cache  # computed, not measured
+            assert tally.real - before == _measure(step(b, s)) > 0
+        assert cache[(tag, "fit")], "the quadratic fits the five measurements"
+
+
+def test_a_cost_off_the_quadratic_keeps_being_measured():
+    """A step whose FLOPs are cubic in the length never gets a fit: every shape is measured."""
+    def step(s):
+        a = torch.ones(s, s)
+        return lambda: a @ a  # 2 s^3 FLOPs
+
+    cache: dict = {}
+    tally = flops.FlopTally()
+    for s in (2, 3, 4, 5, 6, 7):
+        flops.counted(tally, ("cube", 1, s), 1, s, False, step(s), cache=cache)
+    assert cache[("cube", "fit")] is False
+    assert ("cube", 1, 7) in cache and tally.real == sum(2 * s**3 for s in (2, 3, 4, 5, 6, 7))
+
+
 def test_mfu_rejects_nonpositive():
     assert flops.mfu(1e12, 2.0, 1e12) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="seconds"):
