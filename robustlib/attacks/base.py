@@ -36,10 +36,13 @@ from .result import AttackResult, ExampleRecord, StepOutcome, StepReport, asr_cu
 from .scorer import RowScore, Scorer, Site
 from .tokens import (
     INITIAL_ATTACK_TOKENS,
+    FilterContext,
     _decode_many,
     _encode,
     allowed_token_ids,
     example_seed,
+    filter_context,
+    filter_many,
     initial_attack_ids,
     reencoding_filter,
 )
@@ -84,6 +87,7 @@ class Attack:
 
         t0 = time.perf_counter()
         self.sites: list[Site] = []
+        self._contexts: dict[int, FilterContext] = {}
         for i, (ex, (before, after), target_ids) in enumerate(zip(self.examples, splits, targets)):
             before_ids, after_ids = _encode(tokenizer, before), _encode(tokenizer, after)
             self.sites.append(Site(index_offset + i, before, after, before_ids, after_ids,
@@ -230,9 +234,23 @@ class Attack:
             rows[i].append(r)
         return rows
 
+    def _context(self, i: int) -> FilterContext:
+        """Example ``i``'s re-encoding window, worked out once per attack."""
+        ctx = self._contexts.get(i)
+        if ctx is None:
+            s = self.sites[i]
+            ctx = self._contexts[i] = filter_context(self.tokenizer, s.before, s.after, s.before_ids, s.after_ids)
+        return ctx
+
     def _filter(self, i: int, candidates) -> list[bool]:
-        s = self.sites[i]
-        return reencoding_filter(self.tokenizer, s.before, s.after, candidates, s.before_ids, s.after_ids)
+        """Whether each candidate (rows of token ids) of example ``i`` survives re-encoding."""
+        rows = candidates.tolist() if isinstance(candidates, torch.Tensor) else candidates
+        return filter_many(self.tokenizer, [self._context(i)] * len(rows), rows)
+
+    def _filter_many(self, owners: list[int], candidates) -> list[bool]:
+        """The same for rows of several examples (``owners[r]`` is row ``r``'s), in one call."""
+        rows = candidates.tolist() if isinstance(candidates, torch.Tensor) else candidates
+        return filter_many(self.tokenizer, [self._context(i) for i in owners], rows)
 
 
 class _eval_mode:

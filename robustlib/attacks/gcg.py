@@ -91,7 +91,7 @@ class GCG(Attack):
         k = min(cfg.top_k, len(self.allowed))
         grads = self.scorer.gradient([self.sites[i] for i in active], [self.current[i] for i in active])
 
-        row_sites, row_ids, owners = [], [], []
+        drawn, drawn_owners = [], []
         for i, g in zip(active, grads):
             if self.iteration == 0:
                 self.records[i].initial_loss = g.loss
@@ -104,11 +104,13 @@ class GCG(Attack):
             choice = torch.randint(k, (c,), generator=gen)
             cands = torch.tensor(self.current[i], dtype=torch.long).repeat(c, 1)
             cands[torch.arange(c), pos] = top[pos, choice]
-            keep = torch.tensor(self._filter(i, cands), dtype=torch.bool)
-            for row in cands[keep].tolist():
-                row_sites.append(self.sites[i])
-                row_ids.append(row)
-                owners.append(i)
+            drawn += cands.tolist()
+            drawn_owners += [i] * c
+        # One re-encoding call for every example's candidates.
+        keep = self._filter_many(drawn_owners, drawn)
+        row_ids = [row for row, ok in zip(drawn, keep) if ok]
+        owners = [i for i, ok in zip(drawn_owners, keep) if ok]
+        row_sites = [self.sites[i] for i in owners]
         scores = self.scorer.evaluate(row_sites, row_ids) if row_ids else []
 
         mine = self._rows_by_example(active, owners)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -60,6 +61,121 @@ def _encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+#: Pre-tokenisation regexes after which a space between two non-space characters always
+#: starts a new pre-token, whatever surrounds it (no pattern crosses such a space or
+#: looks behind it): Qwen2's and Llama-3's (they differ in how digits group). GPT-2's,
+#: used by a ``ByteLevel`` pre-tokenizer with ``use_regex``, has the same property.
+_WORDS = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|"
+_REST = r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+WINDOW_SAFE_SPLITS = (_WORDS + r"\p{N}" + _REST, _WORDS + r"\p{N}{1,3}" + _REST)
+_SAFE_NORMALIZERS = ("NFC", "NFKC", "NFD", "NFKD")  # none composes anything with a space
+_WINDOW_SAFE: dict[int, tuple[Any, bool]] = {}
+
+
+def window_safe(tokenizer) -> bool:
+    """Whether ``tokenizer`` splits a text's tokens wherever the text has a space between
+    two non-space characters, so that the filter may re-encode only a window around the
+    attack (:func:`filter_context`): a fast tokenizer with a BPE model, no normaliser or a
+    Unicode-normal-form one, a pre-tokenizer that is ``ByteLevel`` with GPT-2's regex or
+    one of :data:`WINDOW_SAFE_SPLITS` followed by a regex-free ``ByteLevel``, and no added
+    token that strips the whitespace around it or contains any. Anything else (a
+    SentencePiece ``Metaspace`` tokenizer, a slow tokenizer) re-encodes the full text."""
+    hit = _WINDOW_SAFE.get(id(tokenizer))
+    if hit is not None and hit[0] is tokenizer:
+        return hit[1]
+    _WINDOW_SAFE[id(tokenizer)] = (tokenizer, _inspect_window_safe(tokenizer))
+    return _WINDOW_SAFE[id(tokenizer)][1]
+
+
+def _inspect_window_safe(tokenizer) -> bool:
+    import json
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return False
+    spec = json.loads(backend.to_str())
+    if (spec.get("model") or {}).get("type") != "BPE":
+        return False
+    norm = spec.get("normalizer")
+    norms = [] if norm is None else norm.get("normalizers", [norm]) if norm.get("type") == "Sequence" else [norm]
+    if any(n.get("type") not in _SAFE_NORMALIZERS for n in norms):
+        return False
+    pre = spec.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    byte_level = lambda p, regex: (p.get("type") == "ByteLevel" and bool(p.get("use_regex", True)) == regex  # noqa: E731
+                                   and not p.get("add_prefix_space", False))
+    if len(steps) == 1:
+        ok = byte_level(steps[0], True)
+    elif len(steps) == 2:
+        split = steps[0]
+        ok = (split.get("type") == "Split" and (split.get("pattern") or {}).get("Regex") in WINDOW_SAFE_SPLITS
+              and split.get("behavior") == "Isolated" and not split.get("invert", False)
+              and byte_level(steps[1], False))
+    else:
+        ok = False
+    added = spec.get("added_tokens") or []
+    return ok and not any(a.get("lstrip") or a.get("rstrip") or any(ch.isspace() for ch in a.get("content", ""))
+                          for a in added)
+
+
+@dataclass(frozen=True)
+class FilterContext:
+    """What the filter re-encodes around one example's attack: ``left + attack + right``
+    must tokenise to ``left_ids + attack_ids + right_ids``. ``left`` is the end of the
+    text before the attack from its last safe split point (or all of it), ``right`` the
+    start of the text after it up to its first (or all of it)."""
+
+    left: str
+    right: str
+    left_ids: tuple[int, ...]
+    right_ids: tuple[int, ...]
+
+
+def _split_points(text: str) -> list[int]:
+    """Positions of spaces between two non-space characters of ``text``."""
+    return [i for i in range(1, len(text) - 1)
+            if text[i] == " " and not text[i - 1].isspace() and not text[i + 1].isspace()]
+
+
+def filter_context(tokenizer, before: str, after: str, before_ids: Sequence[int] | None = None,
+                   after_ids: Sequence[int] | None = None) -> FilterContext:
+    """The window the filter needs for one context (:class:`FilterContext`). With a
+    :func:`window_safe` tokenizer the window is cut at the split points nearest the
+    attack, once it is checked here that the ids outside the window are what the text
+    outside it encodes to; otherwise (or if that check fails) it is the whole text."""
+    before_ids = list(before_ids) if before_ids is not None else _encode(tokenizer, before)
+    after_ids = list(after_ids) if after_ids is not None else _encode(tokenizer, after)
+    full = FilterContext(before, after, tuple(before_ids), tuple(after_ids))
+    if not window_safe(tokenizer):
+        return full
+    left, left_ids = before, before_ids
+    points = _split_points(before)
+    if points:
+        outside = _encode(tokenizer, before[: points[-1]])
+        if before_ids[: len(outside)] == outside:
+            left, left_ids = before[points[-1]:], before_ids[len(outside):]
+    right, right_ids = after, after_ids
+    points = _split_points(after)
+    if points:
+        outside = _encode(tokenizer, after[points[0]:])
+        if outside and after_ids[-len(outside):] == outside:
+            right, right_ids = after[: points[0]], after_ids[: -len(outside)]
+    return FilterContext(left, right, tuple(left_ids), tuple(right_ids))
+
+
+def filter_many(tokenizer, contexts: Sequence[FilterContext], candidates: Sequence[Sequence[int]]) -> list[bool]:
+    """For each candidate attack ``candidates[r]`` (token ids) in its context
+    ``contexts[r]``, whether it survives decoding and re-encoding there; every row of
+    every example in one decode and one encode call."""
+    candidates = [list(map(int, c)) for c in candidates]
+    if not candidates:
+        return []
+    strings = _decode_many(tokenizer, candidates)
+    encoded = tokenizer([c.left + s + c.right for c, s in zip(contexts, strings)], add_special_tokens=False)
+    return [list(enc) == [*c.left_ids, *cand, *c.right_ids]
+            for enc, c, cand in zip(encoded["input_ids"], contexts, candidates)]
+
+
 def reencoding_filter(
     tokenizer,
     before: str,
@@ -67,23 +183,27 @@ def reencoding_filter(
     candidates: Sequence[Sequence[int]] | torch.Tensor,
     before_ids: Sequence[int] | None = None,
     after_ids: Sequence[int] | None = None,
+    window: bool = True,
 ) -> list[bool]:
     """For each candidate attack (a list of token ids), whether it survives decoding
     and re-encoding *in context*: ``tokenizer(before + decode(ids) + after)`` must be
     exactly ``before_ids + ids + after_ids`` (``before_ids``/``after_ids`` default to
     ``before``/``after`` tokenised on their own). Tokenising the attack string alone
-    is not enough: its first or last token may merge with its neighbours.
+    is not enough: its first or last token may merge with its neighbours. With
+    ``window`` (the default) only the window of :func:`filter_context` is re-encoded,
+    which gives the same answers where the tokenizer allows it and is the full check
+    where it does not; ``window=False`` always encodes the full text.
     """
     if isinstance(candidates, torch.Tensor):
         candidates = candidates.tolist()
-    candidates = [list(map(int, c)) for c in candidates]
-    if not candidates:
+    if not len(candidates):
         return []
-    before_ids = list(before_ids) if before_ids is not None else _encode(tokenizer, before)
-    after_ids = list(after_ids) if after_ids is not None else _encode(tokenizer, after)
-    strings = _decode_many(tokenizer, candidates)
-    encoded = tokenizer([before + s + after for s in strings], add_special_tokens=False)["input_ids"]
-    return [list(enc) == before_ids + cand + after_ids for enc, cand in zip(encoded, candidates)]
+    if window:
+        ctx = filter_context(tokenizer, before, after, before_ids, after_ids)
+    else:
+        ctx = FilterContext(before, after, tuple(before_ids if before_ids is not None else _encode(tokenizer, before)),
+                            tuple(after_ids if after_ids is not None else _encode(tokenizer, after)))
+    return filter_many(tokenizer, [ctx] * len(candidates), candidates)
 
 
 def initial_attack_ids(tokenizer, before: str, after: str, n_tokens: int, allowed: torch.Tensor,
@@ -140,4 +260,5 @@ def example_seed(seed: int, index: int) -> int:
     return int.from_bytes(digest, "big") & (2**63 - 1)
 
 
-__all__ = ["INITIAL_ATTACK_TOKENS", "allowed_token_ids", "example_seed", "initial_attack_ids", "reencoding_filter"]
+__all__ = ["INITIAL_ATTACK_TOKENS", "FilterContext", "allowed_token_ids", "example_seed", "filter_context",
+           "filter_many", "initial_attack_ids", "reencoding_filter", "window_safe"]
