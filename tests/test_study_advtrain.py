@@ -123,6 +123,43 @@ def test_study_records_robustness_and_transfer(tiny_models, store, make_finetune
     assert len(adv2) == len(adv) and len(tr2) == len(tr)
 
 
+def test_transfer_cells_that_are_the_robustness_evaluation_are_not_attacked_again(
+        tiny_models, store, make_finetune_run, monkeypatch):
+    """GCG as transfer attack with the evaluation's settings and budget: its cells on the
+    undefended model (round 0) and on the last round are the robustness rows, relabelled,
+    and equal what attacking again gives; other cells are attacked."""
+    make_finetune_run(store, "s", tiny_models, PM)
+    gcg = {"name": "gcg", "top_k": 8, "n_candidates": 4}
+    cfg = study.AdvTrainStudyConfig(**SMALL, train_attacks=[gcg], eval_attack=gcg,
+                                    transfer_attacks=[dict(gcg, iterations=2), {"name": "random_token", "iterations": 2}])
+    calls = []
+    real = evaluate.attack
+
+    def counting(*args, **labels):  # (model, tokenizer, examples, spec), then labels (one is "model")
+        calls.append(args[3].name)
+        return real(*args, **labels)
+
+    monkeypatch.setattr(evaluate, "attack", counting)
+    adv, rob, tr = study.run(cfg, cfg.open_run("s", store=store), progress=False)
+    transfer_calls = calls[len(rob[["defended_key", "round"]].drop_duplicates()):]
+    assert transfer_calls == ["random_token"] * 4  # 2 models x (undefended, defended): GCG reused every time
+    cols = ["defended_key", "attack", "round", "iteration", "asr", "n_attacked", "attack_flops_real"]
+    for (key, round_), rows in tr[tr["attack"] == "gcg"].groupby(["defended_key", "round"]):
+        source = rob[(rob["defended_key"] == (key if round_ else f"{key}__gcg@1")) & (rob["round"] == round_)]
+        assert list(rows.sort_values("iteration")["asr"]) == list(source.sort_values("iteration")["asr"])
+    # The same study with nothing reused attacks every cell and gets the same rows.
+    make_finetune_run(store, "t", tiny_models, PM)
+    monkeypatch.setattr(study, "_measured_already", lambda *a: None)
+    calls.clear()
+    fresh = study.run(cfg, cfg.open_run("t", store=store), progress=False)[2]
+    assert calls.count("gcg") > len(rob[["defended_key", "round"]].drop_duplicates())
+    ordered = lambda t: t[cols].sort_values(cols[:4]).reset_index(drop=True)  # noqa: E731
+    assert ordered(fresh).equals(ordered(tr))
+    assert set(tr[tr["attack"] == "gcg"]["train_attack"]) == {"none", "gcg"}
+    assert "defense_flops_paper" not in tr.columns
+    assert (tr[tr["train_attack"] == "none"]["round"] == 0).all()
+
+
 def test_one_study_holds_two_attack_lengths(tiny_models, store, make_finetune_run):
     """GCG with 4 tokens and GCG with 6 tokens (labels tell them apart) in one study:
     each defended model's pool holds attacks of its own length."""

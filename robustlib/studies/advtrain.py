@@ -278,9 +278,41 @@ def _transfer(ctx: _Context, rec: dict, spec: AttackSpec | None, position: float
     labels = model_labels(rec, ctx.data, defended_key=key, train_attack="none" if spec is None else spec.label,
                           train_position=position, round=final_round, dtype=dtype)
     for s, p in todo:
-        tables["transfer"].extend(evaluate.attack(model, tokenizer, ctx.val, s, position=p, attack_seed=cfg.seed,
-                                                  **labels)[1])
+        rows = _measured_already(ctx, rec, key, spec, final_round, s, p, dtype, tables["robustness"])
+        if rows is not None:
+            rows = [{**{k: v for k, v in r.items() if not k.startswith("defense_flops")}, **labels,
+                     "attack": s.label} for r in rows]
+        else:
+            rows = evaluate.attack(model, tokenizer, ctx.val, s, position=p, attack_seed=cfg.seed, **labels)[1]
+        tables["transfer"].extend(rows)
         ctx.run.save_table("transfer", tables["transfer"])
+
+
+def _measured_already(ctx: _Context, rec: dict, key: str, spec: AttackSpec | None, final_round: int,
+                      attack: AttackSpec, position: float, dtype: str, robustness: list[dict]) -> list[dict] | None:
+    """The robustness rows that are this transfer cell, or None. A cell is the
+    robustness evaluation itself when it attacks the same weights (the undefended model
+    is round 0 of each of its defended ones; a defended model's last round is evaluated
+    too) with the same attack configuration, budget, position, examples and seed, in
+    float32 (where robustness runs in mixed precision on float32 weights and transfer on
+    weights cast to the precision, the two are not the same computation)."""
+    cfg = ctx.cfg
+    if dtype != "float32":
+        return None
+    settings = dict(position=position, seed=cfg.seed, progress=False)
+    train_specs = [spec] if spec is not None else cfg.train_specs()
+    for train_spec in train_specs:
+        if position not in cfg.train_positions:
+            continue
+        if cfg.eval_spec(train_spec).config(iterations=cfg.eval_iterations, **settings) != attack.config(**settings):
+            continue
+        where = key if spec is not None else defended_key(rec["model_key"], train_spec.label, position)
+        round_ = final_round if spec is not None else 0
+        rows = [r for r in robustness if r["defended_key"] == where and r["round"] == round_
+                and r["position"] == position]
+        if rows:
+            return rows
+    return None
 
 
 def transfer_cells(transfer) -> int:
