@@ -10,7 +10,7 @@ PARAMS ?= params/demo.yaml
 STUDY ?= demo
 NB ?= 01_finetune
 
-.PHONY: setup demo test run pipeline report zoo lab clean-runs params bench real-models generative
+.PHONY: setup demo test run pipeline report zoo lab clean-runs params bench bench-wheels real-models generative
 
 setup: $(VENV)/.installed
 
@@ -54,6 +54,11 @@ zoo: setup
 
 bench: setup
 	$(PY) bench/attack_speed.py
+
+# Wheels the nanoGCG side of bench/attack_speed.py installs on a GPU machine without
+# internet (Python 3.12, x86_64; that machine's own torch is reused): carry bench/.wheels.
+bench-wheels: setup
+	$(PY) bench/attack_speed.py --download-wheels
 
 # JupyterLab refuses to run as root unless told to (containers run as root).
 lab: setup
