@@ -130,8 +130,8 @@ def test_transfer_cells_that_are_the_robustness_evaluation_are_not_attacked_agai
     and equal what attacking again gives; other cells are attacked."""
     make_finetune_run(store, "s", tiny_models, PM)
     gcg = {"name": "gcg", "top_k": 8, "n_candidates": 4}
-    cfg = study.AdvTrainStudyConfig(**SMALL, train_attacks=[gcg], eval_attack=gcg,
-                                    transfer_attacks=[dict(gcg, iterations=2), {"name": "random_token", "iterations": 2}])
+    transfer = [dict(gcg, iterations=2), {"name": "random_token", "iterations": 2}]
+    cfg = study.AdvTrainStudyConfig(**SMALL, train_attacks=[gcg], eval_attack=gcg, transfer_attacks=transfer)
     calls = []
     real = evaluate.attack
 
