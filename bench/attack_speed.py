@@ -48,7 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from timing import spread
+from timing import spread, sync, timed
 
 HERE = Path(__file__).resolve().parent
 PEER_ENV = Path.home() / ".cache" / "robustlib" / "bench-nanogcg"
@@ -186,23 +186,8 @@ def matmul_limit(threads: int, n: int = 1024, repeats: int = 5, device: str = "c
     a = torch.randn(n, n, device=device, dtype=getattr(torch, dtype))
     b = torch.randn(n, n, device=device, dtype=getattr(torch, dtype))
     a @ b  # warm-up
-    best = min(_timed(lambda: a @ b, device) for _ in range(repeats))
+    best = min(timed(lambda: a @ b, device) for _ in range(repeats))
     return 2 * n ** 3 / best / 1e9
-
-
-def _sync(device: str) -> None:
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def _timed(fn, device: str = "cpu") -> float:
-    _sync(device)
-    t0 = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - t0
 
 
 def prompts(n: int, kind: str = "password") -> list[str]:
@@ -254,7 +239,7 @@ def ours(folder: Path, texts: list[str], args) -> dict:
             return plain(self, sites, ids, *a, **k)
         # Scoring ends by reading its losses on the host, so timing it costs one wait
         # for the work queued before it, not a sync inside the loop.
-        _sync(args.device)
+        sync(args.device)
         t = time.perf_counter()
         out = plain(self, sites, ids, *a, **k)
         scoring_time[0] += time.perf_counter() - t
@@ -265,10 +250,10 @@ def ours(folder: Path, texts: list[str], args) -> dict:
         torch.cuda.reset_peak_memory_stats()
     scoring.Scorer.evaluate = evaluate
     try:
-        _sync(args.device)
+        sync(args.device)
         t0 = time.perf_counter()
         result = attacks.run_attack("gcg", model, tok, examples, cfg)
-        _sync(args.device)
+        sync(args.device)
         seconds = time.perf_counter() - t0
     finally:
         scoring.Scorer.evaluate = plain

@@ -27,15 +27,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 import torch
-from timing import spread
-
-
-def _sync():
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+from timing import spread, timed
 
 
 def ours(build, examples, args) -> float:
@@ -47,11 +41,8 @@ def ours(build, examples, args) -> float:
     cfg = finetune.FinetuneConfig(epochs=args.epochs, batch_size=args.batch, lr=args.lr, optimizer="adamw",
                                   schedule="linear", warmup_ratio=0.1, max_grad_norm=1.0, seed=0,
                                   device=args.device, dtype=args.dtype, progress=False)
-    _sync()
-    t0 = time.perf_counter()
-    finetune.finetune(model, tok, examples, examples[:8], cfg)  # validation: one small batch
-    _sync()
-    return time.perf_counter() - t0
+    # Validation on one small batch: the run is timed for its training.
+    return timed(lambda: finetune.finetune(model, tok, examples, examples[:8], cfg), args.device)
 
 
 def trainer(build, examples, args, workdir: str) -> float:
@@ -60,10 +51,6 @@ def trainer(build, examples, args, workdir: str) -> float:
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     model, tok = build()
-    _sync()
-    t0 = time.perf_counter()
-    rows = [{"input_ids": tok(e.text, add_special_tokens=False)["input_ids"], "labels": int(e.label)}
-            for e in examples]
     cpu = args.device == "cpu" or not torch.cuda.is_available()
     bf16 = args.dtype in ("bf16", "bfloat16") or (args.dtype == "auto" and not cpu)
     targs = TrainingArguments(
@@ -72,10 +59,13 @@ def trainer(build, examples, args, workdir: str) -> float:
         weight_decay=0.0, seed=0, save_strategy="no", eval_strategy="no", logging_strategy="no",
         report_to="none", disable_tqdm=True, use_cpu=cpu, bf16=bf16, dataloader_num_workers=0,
     )
-    run = Trainer(model=model, args=targs, train_dataset=rows, data_collator=DataCollatorWithPadding(tok))
-    run.train()
-    _sync()
-    return time.perf_counter() - t0
+
+    def run():
+        rows = [{"input_ids": tok(e.text, add_special_tokens=False)["input_ids"], "labels": int(e.label)}
+                for e in examples]
+        Trainer(model=model, args=targs, train_dataset=rows, data_collator=DataCollatorWithPadding(tok)).train()
+
+    return timed(run, args.device)
 
 
 def main(argv=None) -> int:
