@@ -244,8 +244,7 @@ class Attack:
 
     def _filter(self, i: int, candidates) -> list[bool]:
         """Whether each candidate (rows of token ids) of example ``i`` survives re-encoding."""
-        rows = candidates.tolist() if isinstance(candidates, torch.Tensor) else candidates
-        return filter_many(self.tokenizer, [self._context(i)] * len(rows), rows)
+        return self._filter_many([i] * len(candidates), candidates)
 
     def _filter_many(self, owners: list[int], candidates) -> list[bool]:
         """The same for rows of several examples (``owners[r]`` is row ``r``'s), in one call."""

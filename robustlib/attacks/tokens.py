@@ -12,9 +12,9 @@ in.
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -23,7 +23,22 @@ import torch
 #: re-encoding filter in an example's context is used for that example.
 INITIAL_ATTACK_TOKENS = (" @", "@", " x", "x", "!", " the", " a")
 
-_ALLOWED_CACHE: dict[int, tuple[Any, torch.Tensor]] = {}
+# What is worked out once per tokenizer object (it reads the whole vocabulary), kept only
+# as long as the tokenizer lives.
+_ALLOWED_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_WINDOW_SAFE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _per_tokenizer(cache: weakref.WeakKeyDictionary, tokenizer, compute):
+    """``compute(tokenizer)``, once per tokenizer object (every time for an object that
+    cannot be weakly referenced or hashed)."""
+    try:
+        hit = cache.get(tokenizer)
+    except TypeError:
+        return compute(tokenizer)
+    if hit is None:
+        hit = cache[tokenizer] = compute(tokenizer)
+    return hit
 
 
 def allowed_token_ids(tokenizer) -> torch.Tensor:
@@ -36,9 +51,10 @@ def allowed_token_ids(tokenizer) -> torch.Tensor:
     tabs (which are not "printable"; a space is). The result is cached per tokenizer
     object.
     """
-    hit = _ALLOWED_CACHE.get(id(tokenizer))
-    if hit is not None and hit[0] is tokenizer:
-        return hit[1]
+    return _per_tokenizer(_ALLOWED_CACHE, tokenizer, _allowed_ids)
+
+
+def _allowed_ids(tokenizer) -> torch.Tensor:
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     for idx, added in (getattr(tokenizer, "added_tokens_decoder", {}) or {}).items():
         if getattr(added, "special", False):
@@ -46,9 +62,7 @@ def allowed_token_ids(tokenizer) -> torch.Tensor:
     vocab = len(tokenizer)
     strings = _decode_many(tokenizer, [[i] for i in range(vocab)])
     ids = [i for i, s in enumerate(strings) if i not in special and s and s.isascii() and s.isprintable()]
-    out = torch.tensor(ids, dtype=torch.long)
-    _ALLOWED_CACHE[id(tokenizer)] = (tokenizer, out)
-    return out
+    return torch.tensor(ids, dtype=torch.long)
 
 
 def _decode_many(tokenizer, id_lists: Sequence[Sequence[int]]) -> list[str]:
@@ -69,7 +83,6 @@ _WORDS = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|"
 _REST = r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 WINDOW_SAFE_SPLITS = (_WORDS + r"\p{N}" + _REST, _WORDS + r"\p{N}{1,3}" + _REST)
 _SAFE_NORMALIZERS = ("NFC", "NFKC", "NFD", "NFKD")  # none composes anything with a space
-_WINDOW_SAFE: dict[int, tuple[Any, bool]] = {}
 
 
 def window_safe(tokenizer) -> bool:
@@ -80,11 +93,7 @@ def window_safe(tokenizer) -> bool:
     one of :data:`WINDOW_SAFE_SPLITS` followed by a regex-free ``ByteLevel``, and no added
     token that strips the whitespace around it or contains any. Anything else (a
     SentencePiece ``Metaspace`` tokenizer, a slow tokenizer) re-encodes the full text."""
-    hit = _WINDOW_SAFE.get(id(tokenizer))
-    if hit is not None and hit[0] is tokenizer:
-        return hit[1]
-    _WINDOW_SAFE[id(tokenizer)] = (tokenizer, _inspect_window_safe(tokenizer))
-    return _WINDOW_SAFE[id(tokenizer)][1]
+    return _per_tokenizer(_WINDOW_SAFE, tokenizer, _inspect_window_safe)
 
 
 def _inspect_window_safe(tokenizer) -> bool:
@@ -137,17 +146,24 @@ def _split_points(text: str) -> list[int]:
             if text[i] == " " and not text[i - 1].isspace() and not text[i + 1].isspace()]
 
 
+def _full_context(tokenizer, before: str, after: str, before_ids: Sequence[int] | None,
+                  after_ids: Sequence[int] | None) -> FilterContext:
+    """The whole text as the window (ids default to each side tokenised on its own)."""
+    return FilterContext(before, after,
+                         tuple(before_ids) if before_ids is not None else tuple(_encode(tokenizer, before)),
+                         tuple(after_ids) if after_ids is not None else tuple(_encode(tokenizer, after)))
+
+
 def filter_context(tokenizer, before: str, after: str, before_ids: Sequence[int] | None = None,
                    after_ids: Sequence[int] | None = None) -> FilterContext:
     """The window the filter needs for one context (:class:`FilterContext`). With a
     :func:`window_safe` tokenizer the window is cut at the split points nearest the
     attack, once it is checked here that the ids outside the window are what the text
     outside it encodes to; otherwise (or if that check fails) it is the whole text."""
-    before_ids = list(before_ids) if before_ids is not None else _encode(tokenizer, before)
-    after_ids = list(after_ids) if after_ids is not None else _encode(tokenizer, after)
-    full = FilterContext(before, after, tuple(before_ids), tuple(after_ids))
+    full = _full_context(tokenizer, before, after, before_ids, after_ids)
     if not window_safe(tokenizer):
         return full
+    before_ids, after_ids = list(full.left_ids), list(full.right_ids)
     left, left_ids = before, before_ids
     points = _split_points(before)
     if points:
@@ -198,11 +214,7 @@ def reencoding_filter(
         candidates = candidates.tolist()
     if not len(candidates):
         return []
-    if window:
-        ctx = filter_context(tokenizer, before, after, before_ids, after_ids)
-    else:
-        ctx = FilterContext(before, after, tuple(before_ids if before_ids is not None else _encode(tokenizer, before)),
-                            tuple(after_ids if after_ids is not None else _encode(tokenizer, after)))
+    ctx = (filter_context if window else _full_context)(tokenizer, before, after, before_ids, after_ids)
     return filter_many(tokenizer, [ctx] * len(candidates), candidates)
 
 

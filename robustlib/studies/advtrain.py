@@ -297,13 +297,11 @@ def _measured_already(ctx: _Context, rec: dict, key: str, spec: AttackSpec | Non
     float32 (where robustness runs in mixed precision on float32 weights and transfer on
     weights cast to the precision, the two are not the same computation)."""
     cfg = ctx.cfg
-    if dtype != "float32":
+    if dtype != "float32" or position not in cfg.train_positions:
         return None
     settings = dict(position=position, seed=cfg.seed, progress=False)
     train_specs = [spec] if spec is not None else cfg.train_specs()
     for train_spec in train_specs:
-        if position not in cfg.train_positions:
-            continue
         if cfg.eval_spec(train_spec).config(iterations=cfg.eval_iterations, **settings) != attack.config(**settings):
             continue
         where = key if spec is not None else defended_key(rec["model_key"], train_spec.label, position)
