@@ -130,27 +130,25 @@ def shared_model_folder(name: str) -> Path:
         config["architectures"] = ["GPTNeoXForCausalLM"]
         print(f"{name}: a random-init model of its shape", flush=True)
         _random_weights(config, out)
-        rot = None
     elif (src / "model.safetensors").exists():
         config = json.loads((src / "config.json").read_text())
         head = config["hidden_size"] // config["num_attention_heads"]
         rot = head * config.get("rope_parameters", {}).get("partial_rotary_factor", 0.25)
+        if rot != int(rot) or int(rot) % 2:
+            # transformers 4.47 rotates int(rot) dims, 5.x rounds an odd count up: not the
+            # same model. Timing does not depend on the weights, so both sides get a
+            # random-init model of the same shape with the nearest even number of rotary
+            # dims below.
+            even = 2 * int(rot // 2)
+            config.setdefault("rope_parameters", {})["partial_rotary_factor"] = even / head
+            print(f"{name}: {rot:g} rotary dims per head is odd; timing a random-init model of its shape with "
+                  f"{even} ({even / head:.4f} of {head})", flush=True)
+            _random_weights(config, out)
+        else:
+            shutil.copy(src / "model.safetensors", out)
     else:
         raise SystemExit(f"unknown model {name!r}; accepted: pythia-* presets and the offline models "
                          f"{sorted(p.name for p in paths.zoo_dir().glob('zoo-*'))}")
-    if rot is None:
-        pass
-    elif rot != int(rot) or int(rot) % 2:
-        # transformers 4.47 rotates int(rot) dims, 5.x rounds an odd count up: not the same
-        # model. Timing does not depend on the weights, so both sides get a random-init
-        # model of the same shape with the nearest even number of rotary dims below.
-        even = 2 * int(rot // 2)
-        config.setdefault("rope_parameters", {})["partial_rotary_factor"] = even / head
-        print(f"{name}: {rot:g} rotary dims per head is odd; timing a random-init model of its shape with "
-              f"{even} ({even / head:.4f} of {head})", flush=True)
-        _random_weights(config, out)
-    else:
-        shutil.copy(src / "model.safetensors", out)
     rope = config.get("rope_parameters", {})
     config.update(rotary_pct=rope.get("partial_rotary_factor", 0.25), rotary_emb_base=rope.get("rope_theta", 10000),
                   torch_dtype="float32")
