@@ -1,4 +1,4 @@
-"""Command line: ``python -m robustlib {run,pipeline,report,params} ...``.
+"""Command line: ``python -m robustlib {run,pipeline,sweep,report,params} ...``.
 
 User errors (unknown notebook or parameter, wrong type or value, missing file, bad
 YAML) print one line to stderr and exit with status 2, before any compute.
@@ -29,6 +29,27 @@ def _parser() -> argparse.ArgumentParser:
     pipe = sub.add_parser("pipeline", help="run a pipeline params file's notebooks in order, then the report")
     pipe.add_argument("params_file")
     pipe.add_argument("--no-report", action="store_true")
+
+    sw = sub.add_parser("sweep", help="run a study file's grid: every job validated first, what is missing run "
+                                      "in dependency order, failures isolated; then the report")
+    sw.add_argument("study_file", help="a study file (params/*.yaml; a pipeline file is a one-cell grid)")
+    what = sw.add_mutually_exclusive_group()
+    what.add_argument("--dry-run", action="store_true", help="print the jobs per stage, their FLOPs, GPU-hours "
+                      "and checkpoint disk; run nothing")
+    what.add_argument("--status", action="store_true", help="print done / running / failed / interrupted / "
+                      "pending per stage, and every failure; run nothing")
+    what.add_argument("--retry-failed", action="store_true", help="rerun only the failed jobs (and what waits on them)")
+    sw.add_argument("--backend", default="local", help="local (a process pool) or ray")
+    sw.add_argument("--workers", type=int, default=None, help="local: worker processes (default: one per GPU, "
+                    "else 1); ray without --address: CPUs of the local instance")
+    sw.add_argument("--address", default=None, help="ray: 'auto' (this node's cluster) or 'ray://host:10001'; "
+                    "empty: start a local instance")
+    sw.add_argument("--cpus", type=float, default=1, help="ray: CPUs per job (a notebook's 'resources' wins)")
+    sw.add_argument("--gpus", type=float, default=0, help="ray: GPUs per job (a notebook's 'resources' wins)")
+    sw.add_argument("--gpu", default="h100", help="--dry-run: the GPU to price the compute on")
+    sw.add_argument("--utilization", type=float, default=None,
+                    help="--dry-run: share of that GPU's bf16 peak sustained (default 0.3)")
+    sw.add_argument("--no-report", action="store_true")
 
     rep = sub.add_parser("report", help="export a study's executed notebooks to reports/<study>/report.html")
     rep.add_argument("study")
@@ -69,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(run.path)
             if not args.no_report:
                 print(report.export_study(runner.load_params(args.params_file).get("study", "default")))
+        elif args.command == "sweep":
+            return _sweep(args)
         elif args.command == "report":
             print(report.export_study(args.study))
     except yaml.YAMLError as err:
@@ -82,6 +105,39 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def _sweep(args) -> int:
+    from . import sweep
+
+    if args.dry_run or args.status:
+        from .models import without_hub_checks
+
+        with without_hub_checks():  # a dry run prices a study for a machine with the hub, from any machine
+            planned = sweep.plan(args.study_file)
+    if args.status:
+        print(planned.status().to_string(index=False))
+        for f in planned.failures():
+            cell = f"cell {f['cell']}: " if f["cell"] else ""
+            print(f"failed {f['job']}: {cell}{f['error']}; log: {f['log']}")
+        return 0
+    if args.dry_run:
+        from .sweep import estimate
+
+        utilization = estimate.DEFAULT_UTILIZATION if args.utilization is None else args.utilization
+        print(estimate.describe(planned, args.gpu, utilization))
+        return 0
+    outcome = sweep.run_sweep(args.study_file, backend=args.backend, workers=args.workers, address=args.address,
+                              cpus=args.cpus, gpus=args.gpus, retry_failed=args.retry_failed,
+                              report=not args.no_report)
+    print(f"{len(outcome.done)} run, {len(outcome.skipped)} already done, {len(outcome.failed)} failed, "
+          f"{len(outcome.blocked)} not run (they need a failed job) in {outcome.seconds:.0f} s")
+    for key, result in outcome.failed:
+        cell = f"cell {result['cell']}: " if result.get("cell") else ""
+        print(f"failed {key}: {cell}{result['error']}")
+    if outcome.report:
+        print(outcome.report)
+    return 0 if outcome.ok else 1
 
 
 if __name__ == "__main__":

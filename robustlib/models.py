@@ -11,6 +11,7 @@ instantiated on PyTorch's ``meta`` device (no memory, no weights).
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 from contextlib import contextmanager
@@ -221,6 +222,23 @@ def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_
     return tok
 
 
+#: Whether :func:`check_hub_model` asks the hub (off inside :func:`without_hub_checks`).
+_HUB_CHECKS = contextvars.ContextVar("robustlib_hub_checks", default=True)
+#: Models found loadable in this process: a sweep validating 50 jobs of one model asks once.
+_HUB_OK: set = set()
+
+
+@contextmanager
+def without_hub_checks():
+    """Validate settings without asking the hub whether hub models load (a sweep's
+    ``--dry-run`` sizes a study for a machine that has the hub, from one that may not)."""
+    token = _HUB_CHECKS.set(False)
+    try:
+        yield
+    finally:
+        _HUB_CHECKS.reset(token)
+
+
 def check_hub_model(repo_id: str, revision: str | None = None) -> None:
     """Fail fast, naming the model and what to do instead, when ``repo_id`` cannot be
     loaded from the Hugging Face hub: not in the local cache while offline
@@ -231,6 +249,8 @@ def check_hub_model(repo_id: str, revision: str | None = None) -> None:
     from huggingface_hub import constants, model_info, try_to_load_from_cache
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
+    if not _HUB_CHECKS.get() or (repo_id, revision) in _HUB_OK:
+        return
     if isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str):
         return  # in the local cache: loads offline too
     hint = ("pass a local folder saved with save_pretrained (or a preset), or run where the hub is reachable; "
@@ -247,6 +267,7 @@ def check_hub_model(repo_id: str, revision: str | None = None) -> None:
     except Exception as err:  # the network's own errors (DNS, refused, timeout)  # noqa: BLE001
         raise FileNotFoundError(f"cannot reach the Hugging Face hub for model {repo_id!r} ({type(err).__name__}: "
                                 f"{err}) and it is not in the local cache; {hint}") from None
+    _HUB_OK.add((repo_id, revision))
 
 
 def is_hub_id(name: str) -> bool:

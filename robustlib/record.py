@@ -294,14 +294,19 @@ class Run:
         self._set_status(state="completed", completed=now(), error=None)
         self.unlock()
 
-    def mark_failed(self, error: Any) -> None:
+    def mark_failed(self, error: Any, cell: int | None = None) -> None:
         """A run that never completed becomes ``failed``; a completed one stays
         completed (its results are those it completed with) and keeps the error of the
-        attempt that failed as ``last_error``."""
+        attempt that failed as ``last_error``. ``cell``: the execution count of the
+        notebook cell that raised, when known; ``error_line`` keeps the error's last
+        line (``ValueError: ...``) for listings."""
+        ename, evalue = getattr(error, "ename", None), getattr(error, "evalue", None)
+        line = f"{ename}: {evalue}" if ename else (str(error).strip().splitlines() or [""])[-1]
+        where = {"failed_cell": cell, "error_line": line[:500]}
         if self.completed:
-            self._set_status(last_error=str(error), last_failed=now())
+            self._set_status(last_error=str(error), last_failed=now(), **where)
         else:
-            self._set_status(state="failed", failed=now(), error=str(error))
+            self._set_status(state="failed", failed=now(), error=str(error), **where)
         self.unlock()
 
     @property

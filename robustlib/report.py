@@ -187,29 +187,87 @@ def export_study(study: str, out: str | Path | None = None) -> Path:
     latest = {}
     for run in sorted(runs, key=lambda r: r.status.get("completed", "")):
         latest[run.notebook or run.name] = run  # later completions win
-    ordered = [latest[k] for k in sorted(latest)]
+    intro = ("Each section is a notebook's latest completed run in this study (code hidden; parameters, "
+             "checkpoints and metrics are in the run folders).")
+    return write_report(study, [("", [latest[k] for k in sorted(latest)])], intro, out=out)
 
+
+def export_sweep(sweep, out: str | Path | None = None) -> Path:
+    """Write the report of a completed sweep (:class:`robustlib.sweep.Sweep`): the grid
+    (its cells, and jobs per stage with their compute time), then per cell its merged
+    runs and analyses, then the notebooks run once."""
+    sf = sweep.study_file
+    groups = []
+    for cell in sf.cells:
+        keys = [j.key for j in sweep.jobs if j.cell == cell and j.kind in ("merge", "cell")]
+        runs = [sweep.run_of(k) for k in keys]
+        heading = "" if len(sf.cells) == 1 else f"{cell.task} · {cell.family}"
+        groups.append((heading, [r for r in runs if r is not None and r.completed]))
+    singles = [sweep.run_of(j.key) for j in sweep.jobs if j.kind == "single"]
+    singles = [r for r in singles if r is not None and r.completed]
+    if singles:
+        groups.append(("" if len(sf.cells) <= 1 else "Once per study", singles))
+    rows = []
+    for nb in dict.fromkeys(j.notebook for j in sweep.jobs):
+        jobs = [j for j in sweep.jobs if j.notebook == nb]
+        seconds = sum(_run_seconds(sweep.run_of(j.key)) for j in jobs)
+        per = sorted({j.kind for j in jobs})
+        rows.append(f"<tr><td>{html.escape(nb)}</td><td>{len(jobs)}</td><td>{html.escape(', '.join(per))}</td>"
+                    f"<td>{seconds / 60:.1f}</td></tr>")
+    cells = "".join(
+        f"<tr><td>{html.escape(c.task)}</td><td>{html.escape(c.family)}</td><td>{html.escape(', '.join(c.sizes))}</td>"
+        f"<td>{html.escape(', '.join(map(str, c.seeds)))}"
+        + (f" ({html.escape(', '.join(f'{s}: {list(v)}' for s, v in c.seeds_by_size))})" if c.seeds_by_size else "")
+        + f"</td><td>{len(c.models)}</td></tr>" for c in sf.cells)
+    intro = (f"A sweep of {len(sweep.jobs)} notebook runs over {max(len(sf.cells), 1)} cell(s) (task x family). "
+             "Every model was fine-tuned, attacked and defended in its own run; each cell's section shows the "
+             "runs that gather them (all sizes and seeds), then its analyses.")
+    grid = ("<h2>The grid</h2>"
+            + (f"<table><tr><th>task</th><th>family</th><th>sizes</th><th>seeds</th><th>models</th></tr>{cells}"
+               "</table>" if cells else "")
+            + "<table><tr><th>stage</th><th>jobs</th><th>kind</th><th>run time (min, summed)</th></tr>"
+            + "".join(rows) + "</table>")
+    return write_report(sf.study, groups, intro, extra=grid, out=out)
+
+
+def _run_seconds(run) -> float:
+    if run is None:
+        return 0.0
+    status = run.status
+    try:
+        start = datetime.fromisoformat(status["started"])
+        end = datetime.fromisoformat(status["completed"])
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+    return max(0.0, (end - start).total_seconds())
+
+
+def write_report(study: str, groups: list[tuple[str, list]], intro: str, extra: str = "",
+                 out: str | Path | None = None) -> Path:
+    """Write the HTML report of ``groups`` (``[(heading, runs)]``, a heading of "" for
+    none) to ``out`` (default ``reports/<study>/report.html``)."""
     from .studies import summarize
 
-    rows, findings = [], []
-    for run in ordered:
-        prov = run.provenance
-        commit = (prov.get("git_commit") or "?")[:10] + (" (dirty)" if prov.get("git_dirty") else "")
-        rows.append(
-            f"<tr><td>{html.escape(run.notebook or '')}</td><td>{html.escape(run.name)}</td>"
-            f"<td>{html.escape(run.status.get('completed', ''))}</td><td>{html.escape(commit)}</td>"
-            f"<td>{html.escape(str(prov.get('machine', '')))} · {prov.get('cpu_count', '?')} CPUs · "
-            f"torch {html.escape(str((prov.get('packages') or {}).get('torch')))}</td></tr>"
-        )
-        said = summarize(run.notebook or "", run.metrics)
-        if said:
-            findings.append(f'<li><a href="#{html.escape(run.notebook or run.name)}">'
-                            f"{html.escape(run.notebook or run.name)}</a>: {html.escape(said)}</li>")
-    sections = [
-        f'<section class="notebook" id="{html.escape(run.notebook or run.name)}">'
-        f"{notebook_body(nbformat.read(run.path / 'notebook.ipynb', as_version=4))}</section>"
-        for run in ordered
-    ]
+    rows, findings, sections = [], [], []
+    for heading, runs in groups:
+        if heading:
+            sections.append(f"<h2 class=\"group\">{html.escape(heading)}</h2>")
+        for run in runs:
+            anchor = html.escape(f"{heading}-{run.notebook or run.name}" if heading else (run.notebook or run.name))
+            label = html.escape(f"{heading}: {run.notebook}" if heading else (run.notebook or run.name))
+            prov = run.provenance
+            commit = (prov.get("git_commit") or "?")[:10] + (" (dirty)" if prov.get("git_dirty") else "")
+            rows.append(
+                f"<tr><td>{label}</td><td>{html.escape(run.name)}</td>"
+                f"<td>{html.escape(run.status.get('completed', ''))}</td><td>{html.escape(commit)}</td>"
+                f"<td>{html.escape(str(prov.get('machine', '')))} · {prov.get('cpu_count', '?')} CPUs · "
+                f"torch {html.escape(str((prov.get('packages') or {}).get('torch')))}</td></tr>"
+            )
+            said = summarize(run.notebook or "", run.metrics)
+            if said:
+                findings.append(f'<li><a href="#{anchor}">{label}</a>: {html.escape(said)}</li>')
+            sections.append(f'<section class="notebook" id="{anchor}">'
+                            f"{notebook_body(nbformat.read(run.path / 'notebook.ipynb', as_version=4))}</section>")
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -217,9 +275,9 @@ def export_study(study: str, out: str | Path | None = None) -> Path:
 <style>{CSS}</style></head>
 <body>
 <h1>robustlib lab report: {html.escape(study)}</h1>
-<p class="meta">Generated {date}. Each section is a notebook's latest completed run in this study
-(code hidden; parameters, checkpoints and metrics are in the run folders).</p>
+<p class="meta">Generated {date}. {html.escape(intro)}</p>
 {('<h2>Findings</h2><ul class="findings">' + ''.join(findings) + '</ul>') if findings else ''}
+{extra}
 <table><tr><th>notebook</th><th>run</th><th>completed</th><th>git commit</th><th>machine</th></tr>
 {''.join(rows)}</table>
 {''.join(sections)}

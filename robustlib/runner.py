@@ -212,6 +212,36 @@ def load_params(path_or_name: str | Path) -> dict:
     return data
 
 
+def recorded_parameters(notebook: str | Path, params: dict | None, study: str,
+                        inputs: dict[str, str] | None = None) -> dict:
+    """What a run of ``notebook`` with ``params`` in ``study`` records (and is named
+    from): every resolved parameter and, for a lab notebook, the earlier runs it reads:
+    ``inputs`` (``{name: "<study>/<run>"}``, as a sweep passes them) or, when None, the
+    latest completed ones its config finds (``LookupError`` when there are none)."""
+    from .studies import config_class
+
+    path = resolve_notebook(notebook)
+    resolved = validate_parameters(path, params)
+    cls = config_class(path.stem)
+    if cls is None:
+        if inputs:
+            raise ValueError(f"{path.stem} is not a lab notebook: it reads no earlier runs, so it takes no inputs")
+        return resolved
+    cfg = cls.from_dict(resolved)
+    if inputs is not None and set(inputs) != set(cls.reads):
+        raise ValueError(f"{path.stem} reads inputs {sorted(cls.reads)}; given {sorted(inputs)}")
+    return cfg.record(cfg.resolve_inputs(study) if inputs is None else inputs)
+
+
+def planned_run(notebook: str | Path, params: dict | None, study: str = "default",
+                inputs: dict[str, str] | None = None, store: RunStore | None = None) -> Run:
+    """The run :func:`run_notebook` would record into (it may not exist yet)."""
+    check_name("study", study)
+    store = store or RunStore()
+    recorded = recorded_parameters(notebook, params, study, inputs)
+    return Run(store.root / study / store.run_name(recorded, resolve_notebook(notebook).stem))
+
+
 def run_notebook(
     notebook: str | Path,
     params: dict | None = None,
@@ -219,6 +249,7 @@ def run_notebook(
     name: str | None = None,
     kernel_name: str = "python3",
     progress: bool = True,
+    inputs: dict[str, str] | None = None,
 ) -> Run:
     """Validate, execute with Papermill into a run of ``study``, and store the result.
 
@@ -230,20 +261,15 @@ def run_notebook(
     completed run that is run again and fails stays completed with its notebook, the
     failed attempt kept as ``notebook.failed.ipynb``. Raises ``RuntimeError`` either
     way, and :class:`robustlib.record.RunBusyError` when another process is executing
-    the run.
+    the run. ``inputs`` names the earlier runs a lab notebook reads (``{name:
+    "<study>/<run>"}``); None finds the latest completed ones.
     """
     import papermill
-
-    from .studies import config_class
 
     path = resolve_notebook(notebook)
     check_name("study", study)
     resolved = validate_parameters(path, params)  # before any kernel starts
-    cls = config_class(path.stem)
-    recorded = resolved
-    if cls is not None:
-        cfg = cls.from_dict(resolved)
-        recorded = cfg.record(cfg.resolve_inputs(study))
+    recorded = recorded_parameters(path, resolved, study, inputs)
     run = RunStore().create_run(study, recorded, name=name, notebook=path.stem)
     run.lock()  # one process executes a run at a time; RunBusyError names the holder
     # Executed into a temporary file, put in place once it ran through: a rerun that is
@@ -258,7 +284,7 @@ def run_notebook(
     except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
         if partial.exists():
             partial.replace(run.path / "notebook.failed.ipynb" if run.completed else out)
-        run.mark_failed(err)
+        run.mark_failed(err, cell=getattr(err, "exec_count", None))
         raise RuntimeError(f"{path.name} failed in run {run.path}: {err}") from err
     except BaseException:
         run.unlock()

@@ -31,6 +31,7 @@ class FinetuneStudyConfig(StudyConfig):
     family: str = "zoo"
     sizes: list = field(default_factory=lambda: ["zoo-0.3m", "zoo-1m"])
     seeds: list = field(default_factory=lambda: [0])
+    seeds_by_size: dict = field(default_factory=dict)
     n_train: int = 128
     n_val: int = 64
     data_seed: int = 0
@@ -64,6 +65,14 @@ class FinetuneStudyConfig(StudyConfig):
             raise self.bad("seeds", self.seeds, "a non-empty list of integers")
         if len(set(self.seeds)) != len(self.seeds):
             raise self.bad("seeds", self.seeds, "distinct integers", "duplicates")
+        for size, seeds in self.seeds_by_size.items():
+            if size not in self.sizes:
+                raise self.bad("seeds_by_size", self.seeds_by_size, f"a mapping of members of sizes {self.sizes} "
+                               "to lists of seeds", f"{size!r} is not in sizes")
+            if not isinstance(seeds, list) or not seeds or not all(is_int(s) for s in seeds) \
+                    or len(set(seeds)) != len(seeds):
+                raise self.bad("seeds_by_size", self.seeds_by_size, "a mapping of sizes to non-empty lists of "
+                               "distinct integers", f"{size!r}: {seeds!r}")
         self.check_positive("n_train", "n_val")
         if self.data_source:
             if task.generated:
@@ -78,6 +87,10 @@ class FinetuneStudyConfig(StudyConfig):
         for size in self.sizes:
             if models.is_hub_id(size):  # offline or unreachable: fail now, not after a minute of retries
                 models.check_hub_model(models.PRESETS[size].source if size in models.PRESETS else size)
+
+    def models(self) -> list[tuple[str, int]]:
+        """Every (size, seed) to fine-tune: each size with its ``seeds_by_size`` entry, else ``seeds``."""
+        return [(size, seed) for size in self.sizes for seed in self.seeds_by_size.get(size, self.seeds)]
 
     def training(self, seed: int) -> FinetuneConfig:
         return FinetuneConfig(
@@ -116,9 +129,9 @@ def run(cfg: FinetuneStudyConfig, run, progress: bool = True):
     train, val = spec.examples("train"), spec.examples("validation")
     spec.save(run)
     done = {r["model_key"]: r for r in run.load_rows("finetune")}
-    todo = [(size, seed) for size in cfg.sizes for seed in cfg.seeds if model_key(size, seed) not in done]
-    if len(todo) < len(cfg.sizes) * len(cfg.seeds):
-        log.info("resuming: %d of %d models already fine-tuned", len(done), len(cfg.sizes) * len(cfg.seeds))
+    todo = [(size, seed) for size, seed in cfg.models() if model_key(size, seed) not in done]
+    if len(todo) < len(cfg.models()):
+        log.info("resuming: %d of %d models already fine-tuned", len(done), len(cfg.models()))
     for size, seed in tqdm(todo, desc="models", disable=not progress):
         model, tokenizer = models.load_classifier(size, seed=seed)
         result = finetune(model, tokenizer, train, val, cfg.training(seed))

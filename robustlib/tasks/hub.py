@@ -30,6 +30,7 @@ _FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": 
 # before "\n\n" in Helpful/Harmless, so that results stay comparable with the paper's.
 SPAM = Task(
     name="spam",
+    typical_tokens=310,  # released GCG FLOPs per example-iteration / (262 N): the paper's tokens
     version="1",
     instructions=(
         "You will be given an email below."
@@ -48,6 +49,7 @@ SPAM = Task(
 
 IMDB = Task(
     name="imdb",
+    typical_tokens=290,  # released GCG FLOPs per example-iteration / (262 N): the paper's tokens
     version="1",
     instructions=(
         "You will be given a review below to classify based on its sentiment."
@@ -84,6 +86,7 @@ _HH_TEMPLATE = "Conversation 1\n---\n{first}\n---\nConversation 2\n---\n{second}
 
 HELPFUL = Task(
     name="helpful",
+    typical_tokens=250,  # as Harmless (the same hh-rlhf conversations); no released Helpful table here
     version="1",
     instructions=_hh_instructions("helpful"),
     content_template=_HH_TEMPLATE,
@@ -96,6 +99,7 @@ HELPFUL = Task(
 
 HARMLESS = Task(
     name="harmless",
+    typical_tokens=250,  # released GCG FLOPs per example-iteration / (262 N): the paper's tokens
     version="1",
     instructions=_hh_instructions("harmless"),
     content_template=_HH_TEMPLATE,

@@ -49,6 +49,8 @@ class Task:
         chunk_field: for ``"chunk"`` tasks, the template field that is the attackable
             chunk; ``None`` means the whole content is the chunk.
         description: one line for humans (shown in listings and reports).
+        typical_tokens: an example's typical length in tokens of the paper's models'
+            tokenizers, for what a study will cost (``sweep --dry-run``); None: unknown.
     """
 
     name: str
@@ -62,6 +64,7 @@ class Task:
     data_dir: str | None = None
     chunk_field: str | None = None
     description: str = ""
+    typical_tokens: int | None = None
 
     kind = "classification"  # see robustlib.tasks.prompts for the generative kind
 
