@@ -198,7 +198,7 @@ def _accelerator(cfg: FinetuneConfig):
     state = AcceleratorState._shared_state
     if state.get("distributed_type", DistributedType.NO) == DistributedType.NO:
         AcceleratorState._reset_state()
-    return Accelerator(cpu=cfg.device == "cpu", mixed_precision=mp)
+    return Accelerator(cpu=device.type == "cpu", mixed_precision=mp)
 
 
 @torch.no_grad()
@@ -287,6 +287,13 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
     sched = _schedule(opt, cfg, total_steps)
     model, opt = accelerator.prepare(model, opt)
     device = accelerator.device
+    # Data parallel (``accelerate launch`` with several processes): every process takes
+    # its share of each step's rows, and weights its loss so that the averaged gradients
+    # are exactly the single-process step's.
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if world > cfg.batch_size:
+        raise ValueError(f"batch_size={cfg.batch_size} is smaller than the {world} processes training together; "
+                         f"accepted: a batch of at least {world} rows")
     n_params = _flops.count_params(model)
     measured = _flops.measured(model)  # real FLOPs per batch shape, shared with other runs on this architecture
 
@@ -296,7 +303,7 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
 
     tally = _flops.FlopTally()
     step_losses: list[torch.Tensor] = []  # one 0-d tensor per step
-    step_rows: list[tuple[list[int], torch.Tensor]] = []  # (positions, per-example losses) per step
+    step_rows: list[tuple[int, list[int], torch.Tensor]] = []  # (step, positions, per-example losses)
     example_losses = [math.nan] * len(train_examples)
     seen = 0
     t0 = time.time()
@@ -322,13 +329,14 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
                               train_step, cache=measured)
 
     for step in bar:
-        idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+        step_idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+        idx = step_idx[rank::world]  # this process's rows (all of them without data parallelism)
         # The last step of a fractional epoch may be short; never wrap into a new one.
         while True:
             try:
                 # The whole step in one pass, or (after an out-of-memory) in micro-batches
                 # whose gradients add up to the same mean: the effective batch is kept.
-                parts = [backward(idx[a : a + micro], len(idx[a : a + micro]) / len(idx))
+                parts = [backward(idx[a : a + micro], len(idx[a : a + micro]) * world / len(step_idx))
                          for a in range(0, len(idx), micro)]
                 break
             except RuntimeError as err:
@@ -343,20 +351,26 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
         # Losses stay on the device until the bar is updated or the run ends: reading
         # them every step would wait for the GPU every step.
         step_losses.append(parts[0][0].detach() if len(parts) == 1 else per_example.mean())
-        step_rows.append((idx, per_example))
+        step_rows.append((step, idx, per_example))
         if cfg.max_grad_norm:
             accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        seen += len(idx)
+        seen += len(step_idx)
         if step % 10 == 0 and cfg.progress:
             bar.set_postfix(loss=f"{torch.stack(step_losses[-10:]).mean().item():.3f}")
 
-    losses = torch.stack(step_losses).float().tolist() if step_losses else []
-    for idx, per_example in step_rows:  # the last loss seen for each example
-        for i, v in zip(idx, per_example.tolist()):
-            example_losses[train_kept[i]] = v
+    losses = torch.stack(step_losses).float() if step_losses else torch.zeros(0)
+    seen_losses = [(step, i, v) for step, idx, per_example in step_rows for i, v in zip(idx, per_example.tolist())]
+    if world > 1:  # every process ends with the same record: the step losses averaged, every example's loss
+        from accelerate.utils import gather_object
+
+        losses = accelerator.reduce(losses.to(device), reduction="mean").cpu()
+        seen_losses = sorted(gather_object(seen_losses))
+    losses = losses.tolist()
+    for _, i, v in seen_losses:  # the last loss seen for each example
+        example_losses[train_kept[i]] = v
 
     eval_tally = _flops.FlopTally()
     acc, val_loss, _ = classify(

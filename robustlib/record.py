@@ -301,7 +301,8 @@ class Run:
         notebook cell that raised, when known; ``error_line`` keeps the error's last
         line (``ValueError: ...``) for listings."""
         ename, evalue = getattr(error, "ename", None), getattr(error, "evalue", None)
-        line = f"{ename}: {evalue}" if ename else (str(error).strip().splitlines() or [""])[-1]
+        last = (str(error).strip().splitlines() or [""])[-1]
+        line = f"{ename}: {evalue}" if ename else (last if isinstance(error, str) else f"{type(error).__name__}: {last}")
         where = {"failed_cell": cell, "error_line": line[:500]}
         if self.completed:
             self._set_status(last_error=str(error), last_failed=now(), **where)

@@ -301,7 +301,8 @@ def run_pipeline(params_file: str | Path, progress: bool = True, report: bool = 
         raise ValueError(f"{params_file}: a pipeline file needs a 'notebooks' mapping (notebook -> params)")
     extra = sorted(set(data) - {"study", "notebooks"})
     if extra:
-        raise ValueError(f"{params_file}: unknown top-level key(s) {extra}; accepted: ['study', 'notebooks']")
+        raise ValueError(f"{params_file}: unknown top-level key(s) {extra}; accepted: ['study', 'notebooks'] "
+                         "(a study file with a 'grid' runs with `python -m robustlib sweep`)")
     study = check_name("study", data.get("study", "default"))
     # Validate everything first: a typo in the last notebook must not cost the first's compute.
     for nb, params in data["notebooks"].items():

@@ -162,10 +162,14 @@ def test_every_parameter_file_validates(name, monkeypatch):
 
     fetched = []
     monkeypatch.setattr(models, "check_hub_model", lambda repo, revision=None: fetched.append(repo))
+    from robustlib import sweep
+
     data = runner.load_params(name)
-    assert set(data) <= {"study", "notebooks"} and data["notebooks"]
-    for notebook, params in data["notebooks"].items():
-        runner.validate_parameters(notebook, params or {})
+    assert set(data) <= {"study", "grid", "notebooks"} and data["notebooks"]
+    planned = sweep.plan(name)  # every job of the grid checked, as `sweep` checks them before it starts
+    assert planned.jobs
     assert all(models.is_hub_id(repo) for repo in fetched)
-    if name == "paper":
-        assert "EleutherAI/pythia-12b" in fetched and len(fetched) == 10
+    if name in ("paper", "paper-pythia"):
+        assert "EleutherAI/pythia-12b" in fetched and len(set(fetched)) == 10
+    if name == "paper-qwen":
+        assert "Qwen/Qwen2.5-14B" in fetched

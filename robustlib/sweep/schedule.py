@@ -165,6 +165,9 @@ class Sweep:
                         elsewhere.discard(key)
                         todo.add(key)
                 ready = [k for k in self.by_key if k in todo and all(d in done for d in self.by_key[k].deps)]
+                # The costliest first (by the lab's FLOP estimate): the long jobs set the
+                # sweep's length, so they should not wait behind short ones for a slot.
+                ready.sort(key=lambda k: -self.estimates.get(k, 0.0))
                 for key in ready:
                     if len(running) >= backend.slots:
                         break

@@ -7,6 +7,7 @@ that scheduled it, so results flow back through the store whatever the backend.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -83,16 +84,19 @@ def _run_model(job: dict, store):
     logger = logging.getLogger("robustlib")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    try:
-        studies.MODULES[job["notebook"]].run(cfg, run, progress=False)
-    except BaseException as err:
-        with open(run.path / "job.log", "a", encoding="utf-8") as f:
-            f.write(traceback.format_exc())
-        run.mark_failed(err)
-        raise
-    finally:
-        logger.removeHandler(handler)
-        handler.close()
+    # What the study prints (its training's progress bars) goes to the job's log too, not
+    # into the sweep's own progress display.
+    with open(run.path / "job.log", "a", encoding="utf-8") as stream, \
+            contextlib.redirect_stderr(stream), contextlib.redirect_stdout(stream):
+        try:
+            studies.MODULES[job["notebook"]].run(cfg, run, progress=False)
+        except BaseException as err:
+            stream.write(traceback.format_exc())
+            run.mark_failed(err)
+            raise
+        finally:
+            logger.removeHandler(handler)
+            handler.close()
     run.mark_completed()
     return run
 
