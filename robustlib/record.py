@@ -302,7 +302,10 @@ class Run:
         line (``ValueError: ...``) for listings."""
         ename, evalue = getattr(error, "ename", None), getattr(error, "evalue", None)
         last = (str(error).strip().splitlines() or [""])[-1]
-        line = f"{ename}: {evalue}" if ename else (last if isinstance(error, str) else f"{type(error).__name__}: {last}")
+        if ename:
+            line = f"{ename}: {evalue}"
+        else:
+            line = last if isinstance(error, str) else f"{type(error).__name__}: {last}"
         where = {"failed_cell": cell, "error_line": line[:500]}
         if self.completed:
             self._set_status(last_error=str(error), last_failed=now(), **where)

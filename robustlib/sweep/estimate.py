@@ -154,9 +154,8 @@ def table(jobs: list[Job], gpu: str = "h100", utilization: float = DEFAULT_UTILI
     checkpoint disk (bytes), and a ``total`` row (pandas)."""
     import pandas as pd
 
-    from .jobs import model_params
-
     from ..models import without_hub_checks
+    from .jobs import model_params
 
     rows = []
     with without_hub_checks():  # settings were checked when the sweep was planned
