@@ -153,3 +153,23 @@ def test_dry_run_of_the_paper_studies_prices_hub_models_without_the_hub(capsys):
     assert main(["sweep", "params/paper-pythia.yaml", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "03_adversarial_training" in out and "GPU-hours: one H100" in out and "total" in out
+
+
+def test_defending_fewer_seeds_of_some_sizes():
+    data = grid_file(seeds=[0, 1, 2])
+    data["notebooks"]["03_adversarial_training"] = {"seeds_by_size": {"zoo-1m": [2]}}
+    defended = [(j.size, j.seed) for j in sweep.plan(data).jobs
+                if j.notebook == "03_adversarial_training" and j.kind == "model"]
+    assert defended == [("zoo-0.3m", 0), ("zoo-0.3m", 1), ("zoo-0.3m", 2), ("zoo-1m", 2)]
+    # the merged run selects the same models from the fine-tuning table
+    import pandas as pd
+
+    from robustlib.studies import AdvTrainStudyConfig, advtrain
+
+    table = pd.DataFrame([{"model": s, "seed": k, "num_params": i} for i, s in enumerate(["zoo-0.3m", "zoo-1m"])
+                          for k in (0, 1, 2)])
+    cfg = AdvTrainStudyConfig(seeds_by_size={"zoo-1m": [2]})
+    assert list(zip(*advtrain.select_models(table, cfg)[["model", "seed"]].T.values)) == defended
+    data["notebooks"]["03_adversarial_training"] = {"seeds_by_size": {"zoo-1m": [7]}}
+    with pytest.raises(ValueError, match=r"seeds_by_size \{'zoo-1m': \[7\]\}"):
+        sweep.plan(data)

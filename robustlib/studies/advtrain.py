@@ -39,6 +39,7 @@ class AdvTrainStudyConfig(StudyConfig):
     finetune_study: str = ""
     sizes: list = field(default_factory=list)
     seeds: list = field(default_factory=list)
+    seeds_by_size: dict = field(default_factory=dict)
     train_attacks: list = field(default_factory=lambda: [
         {"name": "gcg", "n_attack_tokens": 10, "top_k": 32, "n_candidates": 8}])
     train_positions: list = field(default_factory=lambda: [1.0])
@@ -80,6 +81,9 @@ class AdvTrainStudyConfig(StudyConfig):
         self.check_positive("rounds", "n_attack_examples", "attack_iterations_start", "attack_iterations_end",
                             "train_examples_per_round", "eval_iterations", "eval_examples")
         self.check_positive("min_rounds", "eval_every", "threads", zero=True)
+        if not all(isinstance(k, str) and isinstance(v, list) and v and all(is_int(x) for x in v)
+                   for k, v in self.seeds_by_size.items()):
+            raise self.bad("seeds_by_size", self.seeds_by_size, "a mapping of model names to non-empty lists of seeds")
         if not isinstance(self.rounds_by_size, dict) or not all(
                 isinstance(k, str) and is_int(v) and v > 0 for k, v in self.rounds_by_size.items()):
             raise self.bad("rounds_by_size", self.rounds_by_size, "a mapping of model names to positive integers")
@@ -159,7 +163,8 @@ def defended_key(model_key: str, label: str, position: float) -> str:
 
 def select_models(table, cfg: AdvTrainStudyConfig):
     """The fine-tuned models (a :func:`~robustlib.studies.finetune.fine_tuned_models`
-    table) that ``cfg.sizes`` and ``cfg.seeds`` select (empty lists: all)."""
+    table) that ``cfg.sizes`` and ``cfg.seeds`` select (empty lists: all), the sizes
+    named in ``cfg.seeds_by_size`` with those seeds only."""
     for name, col in (("sizes", "model"), ("seeds", "seed")):
         wanted = getattr(cfg, name)
         if wanted:
@@ -168,6 +173,12 @@ def select_models(table, cfg: AdvTrainStudyConfig):
             if missing:
                 raise ValueError(f"{name} {missing} are not in the fine-tuning study; accepted: {have}")
             table = table[table[col].isin(wanted)]
+    for size, seeds in cfg.seeds_by_size.items():
+        have = sorted(set(table.loc[table["model"] == size, "seed"]))
+        if not have or any(s not in have for s in seeds):
+            raise ValueError(f"seeds_by_size {{{size!r}: {seeds}}}: the models to defend have "
+                             f"{'no ' + repr(size) if not have else f'seeds {have} of {size!r}'}")
+        table = table[(table["model"] != size) | table["seed"].isin(seeds)]
     unknown = sorted(set(cfg.rounds_by_size) - set(table["model"]))
     if unknown:
         raise ValueError(f"rounds_by_size names {unknown}, not among the models to defend; accepted: "

@@ -119,7 +119,8 @@ def _cell_jobs(sf: StudyFile, cell: Cell) -> list[Job]:
         for size, seed in selected:
             key = f"{DEFEND}:{base}/{size}/seed{seed}"
             keys.append(key)
-            own = {**params, "sizes": [size], "seeds": [seed], "rounds_by_size": {size: rounds[size]}}
+            own = {**params, "sizes": [size], "seeds": [seed], "seeds_by_size": {},
+                   "rounds_by_size": {size: rounds[size]}}
             jobs.append(Job(key, DEFEND, "model", cell.models_study, own, {"finetune_run": model_ft[size, seed]},
                             (model_ft[size, seed],), cell=cell, size=size, seed=seed,
                             resources=res.get(DEFEND, {})))
@@ -155,6 +156,14 @@ def _defended(sf: StudyFile, cell: Cell, params: dict) -> list[tuple[str, int]]:
                              f"{cell.label}; accepted: {have}")
         if wanted:
             chosen = [m for m in chosen if m[idx] in wanted]
+    by_size = params.get("seeds_by_size") or {}
+    for size, seeds in by_size.items() if isinstance(by_size, dict) else ():
+        have = [s for z, s in chosen if z == size]
+        missing = [s for s in seeds if s not in have] if isinstance(seeds, list) else seeds
+        if not have or missing:
+            raise ValueError(f"{sf.where}: notebooks.{DEFEND}.seeds_by_size {{{size!r}: {seeds!r}}}: cell "
+                             f"{cell.label} defends seeds {have} of {size!r}")
+        chosen = [m for m in chosen if m[0] != size or m[1] in seeds]
     return chosen
 
 
