@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _sweep(args) -> int:
     from . import sweep
+    from .sweep.schedule import failure_line
 
     if args.dry_run or args.status:
         from .models import without_hub_checks
@@ -118,8 +119,7 @@ def _sweep(args) -> int:
     if args.status:
         print(planned.status().to_string(index=False))
         for f in planned.failures():
-            cell = f"cell {f['cell']}: " if f["cell"] else ""
-            print(f"failed {f['job']}: {cell}{f['error']}; log: {f['log']}")
+            print(failure_line(f["job"], f["cell"], f["error"], f["log"]))
         return 0
     if args.dry_run:
         from .sweep import estimate
@@ -133,8 +133,7 @@ def _sweep(args) -> int:
     print(f"{len(outcome.done)} run, {len(outcome.skipped)} already done, {len(outcome.failed)} failed, "
           f"{len(outcome.blocked)} not run (they need a failed job) in {outcome.seconds:.0f} s")
     for key, result in outcome.failed:
-        cell = f"cell {result['cell']}: " if result.get("cell") else ""
-        print(f"failed {key}: {cell}{result['error']}")
+        print(failure_line(key, result.get("cell"), result.get("error"), None))
     if outcome.report:
         print(outcome.report)
     return 0 if outcome.ok else 1

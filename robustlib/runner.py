@@ -218,19 +218,23 @@ def recorded_parameters(notebook: str | Path, params: dict | None, study: str,
     from): every resolved parameter and, for a lab notebook, the earlier runs it reads:
     ``inputs`` (``{name: "<study>/<run>"}``, as a sweep passes them) or, when None, the
     latest completed ones its config finds (``LookupError`` when there are none)."""
+    return _resolve(resolve_notebook(notebook), params, study, inputs)[1]
+
+
+def _resolve(path: Path, params: dict | None, study: str, inputs: dict[str, str] | None) -> tuple[dict, dict]:
+    """``(resolved, recorded)`` parameters of a run of the notebook at ``path``."""
     from .studies import config_class
 
-    path = resolve_notebook(notebook)
     resolved = validate_parameters(path, params)
     cls = config_class(path.stem)
     if cls is None:
         if inputs:
             raise ValueError(f"{path.stem} is not a lab notebook: it reads no earlier runs, so it takes no inputs")
-        return resolved
+        return resolved, resolved
     cfg = cls.from_dict(resolved)
     if inputs is not None and set(inputs) != set(cls.reads):
         raise ValueError(f"{path.stem} reads inputs {sorted(cls.reads)}; given {sorted(inputs)}")
-    return cfg.record(cfg.resolve_inputs(study) if inputs is None else inputs)
+    return resolved, cfg.record(cfg.resolve_inputs(study) if inputs is None else inputs)
 
 
 def planned_run(notebook: str | Path, params: dict | None, study: str = "default",
@@ -268,8 +272,7 @@ def run_notebook(
 
     path = resolve_notebook(notebook)
     check_name("study", study)
-    resolved = validate_parameters(path, params)  # before any kernel starts
-    recorded = recorded_parameters(path, resolved, study, inputs)
+    resolved, recorded = _resolve(path, params, study, inputs)  # before any kernel starts
     run = RunStore().create_run(study, recorded, name=name, notebook=path.stem)
     run.lock()  # one process executes a run at a time; RunBusyError names the holder
     # Executed into a temporary file, put in place once it ran through: a rerun that is

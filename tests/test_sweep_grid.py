@@ -173,3 +173,18 @@ def test_defending_fewer_seeds_of_some_sizes():
     data["notebooks"]["03_adversarial_training"] = {"seeds_by_size": {"zoo-1m": [7]}}
     with pytest.raises(ValueError, match=r"seeds_by_size \{'zoo-1m': \[7\]\}"):
         sweep.plan(data)
+
+
+@pytest.mark.parametrize("notebook,value,match", [
+    ("01_finetune", {"zoo-8m": [0]}, "'zoo-8m' is not in sizes"),
+    ("01_finetune", {"zoo-1m": []}, "non-empty lists of distinct integers"),
+    ("01_finetune", {"zoo-1m": [0, 0]}, "non-empty lists of distinct integers"),
+    ("01_finetune", {"zoo-1m": "0"}, "non-empty lists of distinct integers"),
+    ("03_adversarial_training", {"zoo-1m": []}, "non-empty lists of seeds"),
+    ("03_adversarial_training", {"zoo-1m": [0.5]}, "non-empty lists of seeds"),
+    ("03_adversarial_training", {"zoo-1m": 1}, "non-empty lists of seeds"),
+])
+def test_bad_seeds_by_size_is_refused(notebook, value, match):
+    params = {"sizes": ["zoo-0.3m", "zoo-1m"]} if notebook == "01_finetune" else {}
+    with pytest.raises(ValueError, match=rf"seeds_by_size.*{match}"):
+        runner.validate_parameters(notebook, {**params, "seeds_by_size": value})

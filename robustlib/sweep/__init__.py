@@ -46,10 +46,9 @@ def plan(study_file: str | Path | dict, store: RunStore | None = None, check: bo
 
 def estimates(sweep: Sweep) -> dict[str, float]:
     """Estimated paper-convention FLOPs per job key (for the progress bars' ETA)."""
-    from .estimate import job_estimate
-    from .jobs import model_params
+    from .estimate import per_job
 
-    return {j.key: job_estimate(j, model_params(j.size) if j.size else None).flops for j in sweep.jobs}
+    return {key: est.flops for key, est in per_job(sweep.jobs).items()}
 
 
 def run_sweep(study_file, backend: str = "local", workers: int | None = None, address: str | None = None,

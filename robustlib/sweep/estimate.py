@@ -51,30 +51,24 @@ class Estimate:
     disk: float = 0.0
 
 
-def attack_flops_per_iteration(spec: dict, num_params: int, tokens: int) -> float:
-    """Paper-convention FLOPs of one iteration of attack ``spec`` on one example."""
+def _attack_config(spec):
     from ..attacks.spec import AttackSpec
     from ..studies.attack import evaluation_owns
 
-    config = AttackSpec.parse({"name": spec} if isinstance(spec, str) else spec, "attack",
-                              evaluation_owns("position")).config()
-    length = tokens + config.n_attack_tokens
-    forward = 2 * num_params * length
+    return AttackSpec.parse({"name": spec} if isinstance(spec, str) else spec, "attack",
+                            evaluation_owns("position")).config()
+
+
+def attack_flops_per_iteration(spec: dict, num_params: int, tokens: int) -> float:
+    """Paper-convention FLOPs of one iteration of attack ``spec`` on one example."""
+    config = _attack_config(spec)
+    forward = 2 * num_params * (tokens + config.n_attack_tokens)
     name = type(config).__name__
     if name == "GCGConfig":
         return 3 * forward + config.n_candidates * forward
     if name == "BEASTConfig":
         return config.beam_size * config.samples_per_beam * forward
     return forward  # RandomToken: one candidate per iteration
-
-
-def _iterations(spec: dict, default: int | None = None) -> int:
-    from ..attacks.spec import AttackSpec
-    from ..studies.attack import evaluation_owns
-
-    parsed = AttackSpec.parse({"name": spec} if isinstance(spec, str) else spec, "attack",
-                              evaluation_owns("position"))
-    return default if default is not None else parsed.config().iterations
 
 
 def task_tokens(task: str) -> int:
@@ -119,7 +113,8 @@ def _defense(cfg, job: Job, n: int, length: int) -> Estimate:
             defended += 6 * n * length * cfg.train_examples_per_round * cfg.epochs_per_round
         defended += len(cfg.eval_rounds(rounds)) * cfg.eval_examples * cfg.eval_iterations * eval_it
     models = len(cfg.train_attacks) * len(cfg.train_positions)
-    transfer = sum(_iterations(s) * attack_flops_per_iteration(s, n, length) for s in cfg.transfer_attacks)
+    transfer = sum(_attack_config(s).iterations * attack_flops_per_iteration(s, n, length)
+                   for s in cfg.transfer_attacks)
     transfer *= (models + 1) * len(cfg.transfer_positions) * cfg.eval_examples  # + 1: the undefended model
     kept = 1 if cfg.keep_checkpoints == "latest" else len(cfg.kept_rounds(rounds))
     return Estimate(defended * len(cfg.train_positions) + transfer, models * kept * n * BYTES_PER_PARAM)
@@ -136,7 +131,7 @@ def _generative(cfg) -> Estimate:
         n = models.num_params(name, "causal_lm")
         per_it = attack_flops_per_iteration(cfg.attack, n, CHAT_PROMPT_TOKENS)
         gen = len(cfg.judge_at) * cfg.max_new_tokens * 2 * n * (CHAT_PROMPT_TOKENS + cfg.max_new_tokens)
-        flops += prompts * (_iterations(cfg.attack) * per_it + gen)
+        flops += prompts * (_attack_config(cfg.attack).iterations * per_it + gen)
     return Estimate(flops)
 
 
@@ -149,20 +144,23 @@ def gpu_hours(flops: float, gpu: str, utilization: float) -> float:
     return flops / (GPU_PEAK[gpu] * utilization) / 3600
 
 
+def per_job(jobs: list[Job]) -> dict[str, Estimate]:
+    """Every job's :class:`Estimate`, by job key."""
+    from ..models import without_hub_checks
+    from .jobs import model_params
+
+    with without_hub_checks():  # settings were checked when the sweep was planned
+        return {j.key: job_estimate(j, model_params(j.size) if j.size else None) for j in jobs}
+
+
 def table(jobs: list[Job], gpu: str = "h100", utilization: float = DEFAULT_UTILIZATION):
     """Per stage: jobs, paper-convention FLOPs, GPU-hours on ``gpu`` at ``utilization``,
     checkpoint disk (bytes), and a ``total`` row (pandas)."""
     import pandas as pd
 
-    from ..models import without_hub_checks
-    from .jobs import model_params
-
-    rows = []
-    with without_hub_checks():  # settings were checked when the sweep was planned
-        for job in jobs:
-            est = job_estimate(job, model_params(job.size) if job.size else None)
-            rows.append({"stage": job.notebook, "kind": job.kind, "flops": est.flops, "disk_bytes": est.disk})
-    frame = pd.DataFrame(rows)
+    estimates = per_job(jobs)
+    frame = pd.DataFrame([{"stage": j.notebook, "kind": j.kind, "flops": estimates[j.key].flops,
+                           "disk_bytes": estimates[j.key].disk} for j in jobs])
     out = frame.groupby("stage", sort=False).agg(jobs=("kind", "size"), flops=("flops", "sum"),
                                                 disk_bytes=("disk_bytes", "sum")).reset_index()
     out.loc[len(out)] = {"stage": "total", "jobs": int(out["jobs"].sum()), "flops": out["flops"].sum(),

@@ -210,6 +210,11 @@ class Sweep:
         return backend.submit(payload(job, run, self.input_refs(job), sources, self.store.root), job.resources)
 
 
+def failure_line(key: str, cell, error, log) -> str:
+    """How a failed job is reported everywhere: ``failed <job>: cell N: <error>; log: <path>``."""
+    return f"failed {key}: " + (f"cell {cell}: " if cell else "") + f"{error}" + (f"; log: {log}" if log else "")
+
+
 def log_file(job: Job, run: Run):
     """Where a job's run keeps what went wrong: a model job's ``job.log`` (its study ran
     without a kernel), else the executed notebook (the failing cell has the traceback)."""
@@ -247,9 +252,8 @@ class _Bars:
 
     def failed(self, key: str, result: dict, run) -> None:
         self.left.pop(key, None)
-        where = f"cell {result['cell']}: " if result.get("cell") else ""
         log_path = log_file(self.sweep.by_key[key], run) if run is not None else "(no run)"
-        line = f"FAILED {key}: {where}{result.get('error')}; log: {log_path}"
+        line = failure_line(key, result.get("cell"), result.get("error"), log_path)
         if self.enabled:
             self.bars[self.sweep.by_key[key].notebook].write(line)
         log.error(line)
