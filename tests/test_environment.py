@@ -63,3 +63,38 @@ def test_importing_the_package_has_no_side_effects():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd="/",
                          timeout=120, check=True)
     assert out.stdout.split() == ["False", "True", "None"]
+
+
+
+def test_test_workers_keep_the_chain_and_each_notebook_together(monkeypatch):
+    """Under pytest-xdist (`make test`): a notebook's cells are one unit (one kernel),
+    the chain test runs before the notebooks that open its runs, in the same unit, a
+    module's tests are one unit, and the heavy units are handed out first."""
+    import labenv
+    import pytest
+
+    class Item:
+        def __init__(self, nodeid, *marks):
+            self.nodeid, self.marks = nodeid, marks
+
+        def get_closest_marker(self, name):
+            return getattr(pytest.mark, name) if name in self.marks else None
+
+    items = [Item("tests/test_a.py::test_one"), Item("tests/test_b.py::test_big", "slow"),
+             Item("tests/test_a.py::test_two"), Item(labenv.CHAIN_TEST, "slow"),
+             Item("tests/test_studies.py::test_other"),
+             Item("notebooks/02_attack.ipynb::Cell 0"), Item("notebooks/02_attack.ipynb::Cell 1"),
+             Item("notebooks/05_paper_results.ipynb::Cell 0"), Item("notebooks/05_paper_results.ipynb::Cell 1")]
+    ids = [i.nodeid for i in items]
+    assert [labenv.group_of(i) for i in ids] == [
+        "tests/test_a.py", "tests/test_b.py", "tests/test_a.py", "smoke-chain", "tests/test_studies.py",
+        "smoke-chain", "smoke-chain", "notebooks/05_paper_results.ipynb", "notebooks/05_paper_results.ipynb"]
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    labenv.order_for_workers(items)
+    assert [i.nodeid for i in items] == ids  # one process: as collected
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    labenv.order_for_workers(items)
+    want = [ids[k] for k in (3, 5, 6, 1, 7, 8, 0, 2, 4)]  # chain (weight 2), then weight 1, then the rest
+    assert [i.nodeid for i in items] == want
+    labenv.order_for_workers(items)  # both conftests call it: nothing changes the second time
+    assert [i.nodeid for i in items] == want

@@ -312,6 +312,7 @@ def _outputs(run) -> tuple[str, int]:
 
 
 @needs_results
+@pytest.mark.slow
 @pytest.mark.parametrize("subset", ["renamed", "training tables only", "one evaluation file"])
 def test_the_notebook_runs_on_any_subset(subset, tmp_path):
     """05 on its defaults, pointed at renamed copies of the whole release, at a folder of
