@@ -514,7 +514,7 @@ def test_step_api_and_oom_halving(zoo, examples):
 
     attack.scorer._suffix_hidden = flaky
     info = attack.step()
-    assert info.iteration == 1 and attack.scorer.batch_size == 2
+    assert info.iteration == 1 and attack.scorer.batch_size <= 3  # halved below the pretend limit
     attack.step()
     assert attack.done
     with pytest.raises(RuntimeError, match="already ran"):
@@ -607,3 +607,57 @@ def test_shared_prefix_attention_is_the_expanded_cache_and_no_cache(arch, mode, 
             assert a.loss == pytest.approx(b.loss, abs=1e-5), name
         for a, b in zip(scored["shared"][1], scored[name][1]):
             assert torch.allclose(a.grad, b.grad, atol=1e-5), name
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "qwen2", "llama"])
+@pytest.mark.parametrize("mode", ["label", "string"])
+def test_rows_re_cut_on_shared_attack_prefixes_score_as_whole_rows(arch, mode, zoo_tokenizer, make_tiny_lm):
+    """GCG-like candidates (one token of the current attack changed each) scored on
+    tiers of shared attack prefixes give the losses and successes of whole rows, on a
+    cached prefix (shared-prefix attention and an expanded cache) and on none (the
+    attack before the text); fewer real FLOPs, the same paper FLOPs, and no extended
+    cache outlives the call. A site with few rows is scored whole."""
+    from transformers import AutoModelForSequenceClassification
+
+    from robustlib.attacks.base import Scorer, Site
+    from robustlib.attacks.scorer import DERIVED, TIER_MIN_ROWS
+
+    tok = zoo_tokenizer
+    lm = make_tiny_lm(arch, tok)
+    model = lm
+    if mode == "label":
+        config = copy.deepcopy(lm.config)
+        config.num_labels = 2
+        model = AutoModelForSequenceClassification.from_config(config)
+        model.load_state_dict(lm.state_dict(), strict=False)
+        model.eval()
+    target = tok(" Sure", add_special_tokens=False).input_ids if mode == "string" else []
+    n = 8
+    texts = [("alpha beta gamma delta", " epsilon"), ("one two three four", " five six"), ("", " seven"),
+             ("x y", " z")]
+    gen = torch.Generator().manual_seed(0)
+    sites, rows = [], []
+    for key, (before, after) in enumerate(texts):
+        b, a = (tok(before).input_ids if before else []), tok(after).input_ids
+        site = Site(key, before, after, b, a, a + target, 1, n, list(target))
+        current = torch.randint(5, 200, (n,), generator=gen)
+        count = 3 if key == 3 else TIER_MIN_ROWS + 8
+        cands = current.repeat(count, 1)
+        cands[torch.arange(count), torch.randint(n, (count,), generator=gen)] = torch.randint(5, 200, (count,),
+                                                                                             generator=gen)
+        sites += [site] * count
+        rows += cands.tolist()
+    for shared in (True, False):
+        whole = Scorer(model, mode, use_cache=True, batch_size=64, shared=shared, tiers=0).evaluate(sites, rows)
+        uncached = Scorer(model, mode, use_cache=False, batch_size=64, tiers=4).evaluate(sites, rows)
+        scorer = Scorer(model, mode, use_cache=True, batch_size=64, shared=shared, tiers=4)
+        tiered = scorer.evaluate(sites, rows)
+        for a, b, c in zip(tiered, whole, uncached):
+            assert a.loss == pytest.approx(b.loss, abs=1e-5) == pytest.approx(c.loss, abs=1e-5)
+            assert a.success == b.success == c.success and a.prediction == b.prediction
+            assert a.flops_paper == b.flops_paper
+        # (string mode saves less: the output head on the target tokens is run either way)
+        assert sum(r.flops_real for r in tiered) < (0.9 if mode == "label" else 0.97) * sum(r.flops_real for r in whole)
+        few = [i for i, s in enumerate(sites) if s.key == 3]
+        assert [tiered[i].flops_real for i in few] == [whole[i].flops_real for i in few]  # scored whole
+        assert not [k for k in scorer._kv if k >= DERIVED] and sorted(scorer._kv) == [0, 1, 3]

@@ -37,6 +37,20 @@ the common case: GCG's ``n_candidates`` rows per example already fill a batch. G
 are split into chunks of ``candidate_batch_size`` rows, a size that halves (for the
 rest of the attack) when a chunk runs out of memory.
 
+**Shared attack prefixes.** GCG's candidates each change one token of the current
+attack, so most of them agree with it on a first stretch. :meth:`evaluate` sorts the
+rows of an example (with a cached prefix and at least ``TIER_MIN_ROWS`` rows) into
+``tiers`` groups by how many leading attack tokens they share with the example's
+reference attack (the most common token at each position: the current attack, for
+GCG), at the fixed split points ``n * t // tiers``; a row of the tier at ``s`` runs only
+``attack[s:] + tail`` on the prefix cache extended by ``reference[:s]`` (one small
+forward per example and call). The result is the same up to rounding. With 3 tiers, a
+10-token attack and a 5-token target, GCG's candidate scoring runs 20% fewer real
+FLOPs and takes 11-19% less time on 2 CPU cores (zoo-3m, zoo-8m; more tiers save more
+FLOPs in smaller batches, which ran no faster). Rows that share nothing with the
+reference (RandomToken's) stay as they are; the split points are fixed so that the
+row shapes, and their FLOP measurements, recur from step to step.
+
 **Compute**, per example and iteration, two conventions (:mod:`robustlib.flops`):
 
 * paper: ``2 N`` FLOPs per token of every forward row and ``4 N`` more per token of
@@ -54,6 +68,7 @@ rest of the attack) when a chunk runs out of memory.
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +81,12 @@ from ..runtime import halving_chunks
 from .shared_prefix import shared_prefix, supports
 
 log = logging.getLogger("robustlib.attacks")
+
+#: Fewest rows of one example worth re-cutting on shared attack prefixes.
+TIER_MIN_ROWS = 16
+#: Keys of the caches of derived sites (an example's prefix plus part of its reference
+#: attack), kept apart from the examples' own keys; dropped when the call ends.
+DERIVED = 1 << 48
 
 
 @dataclass
@@ -113,8 +134,10 @@ class Scorer:
     ``batch_size`` (rows per forward) halves on out-of-memory.
     """
 
-    def __init__(self, model, mode: str, use_cache: bool, batch_size: int, shared: bool | None = None):
+    def __init__(self, model, mode: str, use_cache: bool, batch_size: int, shared: bool | None = None,
+                 tiers: int = 3):
         self.model = model
+        self.tiers = tiers  # shared attack-prefix tiers of :meth:`evaluate` (below 2: off)
         self.mode = mode
         # None: shared-prefix attention where the model supports it, else an expanded cache
         self.shared_prefix = supports(model) if shared is None else bool(shared)
@@ -281,7 +304,91 @@ class Scorer:
                 loss, ok, pred = self._loss(gs, self._suffix_hidden(gs, self.embed(ids)))
             return loss, ok, pred, None
 
-        return self._score_rows("eval", sites, attacks, forward, _flops.forward_flops)
+        self.ensure_prefix(sites)  # the examples' caches, which the re-cut rows extend
+        try:
+            tiered, rows, extension = self._tiered(sites, attacks)
+            out = self._score_rows("eval", tiered, rows, forward, _flops.forward_flops)
+        finally:
+            for key in [k for k in self._kv if k >= DERIVED]:
+                del self._kv[key]  # this call's extended caches
+        for i, real in extension.items():
+            out[i].flops_real += real
+        return out
+
+    def _tiered(self, sites: Sequence[Site], attacks) -> tuple[list[Site], list[list[int]], dict[int, float]]:
+        """Rows re-cut on shared attack prefixes (module docstring): the sites (derived
+        ones, whose caches are made here, for rows that share a first stretch with their
+        example's reference), the attack ids each row still runs, and the real FLOPs of
+        the cache extensions charged to each row (its share of its example's)."""
+        sites = list(sites)
+        rows = attacks.tolist() if isinstance(attacks, torch.Tensor) else [list(a) for a in attacks]
+        extension: dict[int, float] = {}
+        plans = self._tier_plans(sites, rows) if self.tiers >= 2 and self.use_cache else []
+        by_shape: dict[tuple[int, int], list] = {}
+        for plan in plans:
+            by_shape.setdefault((plan[0].prefix_len, max(plan[2])), []).append(plan)
+        fresh = itertools.count(DERIVED)
+        for (plen, top), group in sorted(by_shape.items()):
+            layers, real = self._extended([site for site, *_ in group], [ref[:top] for _, ref, *_ in group])
+            for j, (site, reference, tiers, idx) in enumerate(group):
+                for split, members in tiers.items():
+                    key = next(fresh)
+                    self._kv[key] = [(k[j : j + 1, :, : plen + split], v[j : j + 1, :, : plen + split])
+                                     for k, v in layers]
+                    derived = Site(key, site.before, site.after, site.before_ids + reference[:split],
+                                   site.after_ids, site.tail_ids, site.target, site.n_attack - split,
+                                   site.target_ids)
+                    for i in members:
+                        sites[i], rows[i] = derived, rows[i][split:]
+                for i in idx:
+                    extension[i] = real / len(idx)
+        return sites, rows, extension
+
+    def _tier_plans(self, sites: list[Site], rows: list[list[int]]) -> list[tuple]:
+        """``(site, reference attack, {split: row indices}, all its row indices)`` for
+        each example worth re-cutting (``TIER_MIN_ROWS`` rows, some sharing at least the
+        first split's tokens with the reference)."""
+        by_site: dict[int, list[int]] = {}
+        for i, site in enumerate(sites):
+            if site.key >= 0 and site.n_attack >= self.tiers and len(rows[i]) == site.n_attack:
+                by_site.setdefault(site.key, []).append(i)
+        plans = []
+        for idx in by_site.values():
+            if len(idx) < TIER_MIN_ROWS:
+                continue
+            site, n = sites[idx[0]], sites[idx[0]].n_attack
+            ids = torch.tensor([rows[i] for i in idx])
+            reference = ids.mode(dim=0).values  # per position, the token most rows have
+            differs = ids != reference
+            shared = torch.where(differs.any(1), differs.int().argmax(1), n).tolist()  # leading tokens in common
+            splits = [n * t // self.tiers for t in range(1, self.tiers)]
+            tiers: dict[int, list[int]] = {}
+            for i, common in zip(idx, shared):
+                split = max((b for b in splits if b <= common), default=0)
+                if split:
+                    tiers.setdefault(split, []).append(i)
+            if tiers:
+                plans.append((site, reference.tolist(), tiers, idx))
+        return plans
+
+    def _extended(self, sites: list[Site], extra: list[list[int]]):
+        """Keys and values ``[(k, v) per layer]``, each ``(len(sites), kv_heads, P + E,
+        d)``, of each site's prefix (one ``prefix_len`` P) followed by its ``extra``
+        tokens (E each), run on the cached prefix; and the real FLOPs per site."""
+        plen = sites[0].prefix_len
+        ids = torch.tensor(extra, device=self.device)
+
+        def fn():
+            with torch.no_grad():
+                if plen == 0:
+                    return getattr(self.base(input_ids=ids, use_cache=True), self._cache_name)
+                pos = torch.arange(plen, plen + ids.shape[1], device=self.device).unsqueeze(0).expand(len(ids), -1)
+                out = self.base(input_ids=ids, position_ids=pos, use_cache=True,
+                                **{self._cache_name: self._cache_for(sites)})
+                return getattr(out, self._cache_name)
+
+        cache, real = self._measured(("extend", plen, ids.shape[1]), len(sites), fn)
+        return [(layer.keys, layer.values) for layer in cache.layers], real
 
     def gradient(self, sites: Sequence[Site], attacks: Sequence[Sequence[int]] | torch.Tensor) -> list[RowScore]:
         """Loss etc. of each row and the gradient of its loss w.r.t. the one-hot
