@@ -570,26 +570,31 @@ def test_the_papers_initial_attack_on_request(zoo, examples):
     assert result.iterations == 2
 
 
+def _scoring_model(arch: str, mode: str, tok, make_tiny_lm):
+    """A tiny random-init LM of ``arch`` (a classifier with its weights in ``label``
+    mode) and the target tokens of ``string`` mode (none in ``label`` mode)."""
+    from transformers import AutoModelForSequenceClassification
+
+    lm = make_tiny_lm(arch, tok)
+    if mode == "string":
+        return lm, tok(" Sure", add_special_tokens=False).input_ids
+    config = copy.deepcopy(lm.config)
+    config.num_labels = 2
+    model = AutoModelForSequenceClassification.from_config(config)
+    model.load_state_dict(lm.state_dict(), strict=False)
+    return model.eval(), []
+
+
 @pytest.mark.parametrize("arch", ["gpt_neox", "qwen2", "llama"])
 @pytest.mark.parametrize("mode", ["label", "string"])
 def test_shared_prefix_attention_is_the_expanded_cache_and_no_cache(arch, mode, zoo_tokenizer, make_tiny_lm):
     """Rows of three sites (two sharing a prefix length, so batched together in runs of
     different sizes) score the same loss and one-hot gradient through shared-prefix
     attention, through an expanded KV cache and without any cache."""
-    from transformers import AutoModelForSequenceClassification
-
     from robustlib.attacks.base import Scorer, Site
 
     tok = zoo_tokenizer
-    lm = make_tiny_lm(arch, tok)
-    model = lm
-    if mode == "label":
-        config = copy.deepcopy(lm.config)
-        config.num_labels = 2
-        model = AutoModelForSequenceClassification.from_config(config)
-        model.load_state_dict(lm.state_dict(), strict=False)
-        model.eval()
-    target = tok(" Sure", add_special_tokens=False).input_ids if mode == "string" else []
+    model, target = _scoring_model(arch, mode, tok, make_tiny_lm)
     texts = [("alpha beta gamma delta", " epsilon"), ("one two three four", " five six"), ("x y", " z")]
     sites = []
     for key, (before, after) in enumerate(texts):
@@ -617,21 +622,11 @@ def test_rows_re_cut_on_shared_attack_prefixes_score_as_whole_rows(arch, mode, z
     cached prefix (shared-prefix attention and an expanded cache) and on none (the
     attack before the text); fewer real FLOPs, the same paper FLOPs, and no extended
     cache outlives the call. A site with few rows is scored whole."""
-    from transformers import AutoModelForSequenceClassification
-
     from robustlib.attacks.base import Scorer, Site
     from robustlib.attacks.scorer import DERIVED, TIER_MIN_ROWS
 
     tok = zoo_tokenizer
-    lm = make_tiny_lm(arch, tok)
-    model = lm
-    if mode == "label":
-        config = copy.deepcopy(lm.config)
-        config.num_labels = 2
-        model = AutoModelForSequenceClassification.from_config(config)
-        model.load_state_dict(lm.state_dict(), strict=False)
-        model.eval()
-    target = tok(" Sure", add_special_tokens=False).input_ids if mode == "string" else []
+    model, target = _scoring_model(arch, mode, tok, make_tiny_lm)
     n = 8
     texts = [("alpha beta gamma delta", " epsilon"), ("one two three four", " five six"), ("", " seven"),
              ("x y", " z")]
