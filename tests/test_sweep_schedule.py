@@ -125,3 +125,40 @@ def test_a_run_another_process_is_executing_is_waited_for_not_run_again(monkeypa
     backend = Busy()
     outcome = planned.run(backend, progress=False)
     assert outcome.ok and backend.order.count(first.key) == 1 and run.completed
+
+
+def test_a_local_ray_instance_that_fails_to_start_is_started_again(monkeypatch):
+    """On a loaded machine Ray's raylet can give up on its metrics agent and the start
+    fails: a new local instance is tried again (what started is shut down first), up
+    to RAY_START_ATTEMPTS times; a given cluster address is not retried."""
+    import sys
+    import types
+
+    from robustlib.sweep import backends
+
+    calls = []
+
+    def init(**kwargs):
+        calls.append(("init", kwargs.get("address")))
+        if len([c for c in calls if c[0] == "init"]) < failures:
+            raise Exception("The current node timed out during startup.")
+
+    fake = types.SimpleNamespace(
+        is_initialized=lambda: False, init=init, shutdown=lambda: calls.append(("shutdown", None)),
+        remote=lambda fn: fn, cluster_resources=lambda: {"CPU": 2.0})
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    assert backends.RAY_START_ATTEMPTS == 3
+    failures = 3  # the third try starts
+    monkeypatch.setattr("tenacity.nap.time.sleep", lambda s: None)
+    backend = backends.RayBackend(num_cpus=2)
+    assert backend.slots == 2
+    assert calls == [("init", None), ("shutdown", None)] * 2 + [("init", None)]
+    calls.clear()
+    failures = 4  # never within three tries: the last error is raised
+    with pytest.raises(Exception, match="timed out during startup"):
+        backends.RayBackend(num_cpus=2)
+    assert [c[0] for c in calls].count("init") == 3
+    calls.clear()
+    with pytest.raises(Exception, match="timed out during startup"):
+        backends.RayBackend(address="ray://head:10001")  # a cluster's address: tried once
+    assert calls == [("init", "ray://head:10001"), ("shutdown", None)]

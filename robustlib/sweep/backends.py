@@ -19,6 +19,8 @@ from .worker import execute
 log = logging.getLogger("robustlib.sweep")
 
 BACKENDS = ("local", "ray")
+#: Tries at starting a local Ray instance (:meth:`RayBackend._start`).
+RAY_START_ATTEMPTS = 3
 #: Thread-count variables a job's process gets, so that workers sharing a CPU split it.
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -107,7 +109,8 @@ class RayBackend:
         self.ray = ray
         if not ray.is_initialized():
             kwargs = {"address": address} if address else {"num_cpus": num_cpus or os.cpu_count()}
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **kwargs)
+            self._start(address is None, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                        **kwargs)
         self.cpus, self.gpus = cpus, gpus
         self.remote = ray.remote(execute)
         total = ray.cluster_resources()
@@ -116,6 +119,25 @@ class RayBackend:
             self.slots = min(self.slots, max(1, int(total.get("GPU", 0) // gpus)))
         self.describe = (f"ray ({address or 'local instance'}): {total.get('CPU', 0):g} CPUs, "
                          f"{total.get('GPU', 0):g} GPUs")
+
+    def _start(self, local: bool, **kwargs) -> None:
+        """``ray.init(**kwargs)``; a new local instance is tried up to
+        :data:`RAY_START_ATTEMPTS` times, since on a loaded machine Ray's raylet can
+        give up on its slow-starting metrics agent (a fixed 15 s wait, Ray issue 65983)
+        and the start then fails as a whole."""
+        from tenacity import before_sleep_log, retry, stop_after_attempt, wait_fixed
+
+        def attempt() -> None:
+            try:
+                self.ray.init(**kwargs)
+            except Exception:
+                self.ray.shutdown()  # what did start, before the next attempt
+                raise
+
+        if local:
+            attempt = retry(stop=stop_after_attempt(RAY_START_ATTEMPTS), wait=wait_fixed(2), reraise=True,
+                            before_sleep=before_sleep_log(log, logging.WARNING))(attempt)
+        attempt()
 
     def submit(self, payload: dict, resources: dict) -> Future:
         options = {"num_cpus": resources.get("cpus", self.cpus), "num_gpus": resources.get("gpus", self.gpus),
