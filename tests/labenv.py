@@ -21,7 +21,6 @@ BESIDE = ROOT.parent / "shared" / "reference" / "paper-results"
 #: Set to the session's temporary folder when this module chose the run store (the
 #: workers, which inherit the variables, then take a store of their own below it).
 OWNED = "ROBUSTLIB_TEST_TMP"
-THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def configure() -> None:
@@ -43,6 +42,8 @@ def configure() -> None:
     if workers > 1:
         # Workers that each start one OpenMP thread per core (and kernels and sweeps that
         # inherit it) oversubscribe the machine: give each its share of the cores.
+        from robustlib.sweep.backends import THREAD_ENV  # the variables a sweep's jobs get
+
         share = str(max(1, len(os.sched_getaffinity(0)) // workers))
         for var in THREAD_ENV:
             os.environ.setdefault(var, share)
@@ -73,16 +74,16 @@ def order_for_workers(items: list) -> None:
     nothing changes."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
+    groups = [group_of(item.nodeid) for item in items]
     weight: dict[str, int] = {}
     first: dict[str, int] = {}
-    for i, item in enumerate(items):
-        group = group_of(item.nodeid)
+    for i, (item, group) in enumerate(zip(items, groups)):
         first.setdefault(group, i)
         heavy = any(item.get_closest_marker(m) for m in HEAVY)
         notebook_start = item.nodeid.endswith(".ipynb::Cell 0")
         weight[group] = weight.get(group, 0) + heavy + notebook_start
-    keys = {id(item): (-weight[g], first[g]) for item in items for g in [group_of(item.nodeid)]}
-    items.sort(key=lambda item: keys[id(item)])
+    ranked = sorted(zip(items, groups), key=lambda pair: (-weight[pair[1]], first[pair[1]]))  # stable
+    items[:] = [item for item, _ in ranked]
 
 
 def make_scheduler(config, log):
