@@ -91,10 +91,14 @@ class FinetuneResult:
     max_tokens: int = 0  # the length limit applied (see :func:`length_limit`)
     dtype: str = "float32"  # the compute precision used ("auto" resolved)
     device: str = "cpu"  # the device type trained on
+    #: The optimizer's per-parameter state at the end (``state_dict()["state"]``: moments
+    #: and step counts, on the CPU), for a later run to continue from; not in the record.
+    optimizer_state: dict = field(default_factory=dict, repr=False)
 
     def as_record(self) -> dict:
         """A flat dict for the run store (the loss curve left out)."""
-        rec = {k: v for k, v in asdict(self).items() if k not in ("train_losses", "config", "flops", "example_losses")}
+        skip = ("train_losses", "config", "flops", "example_losses", "optimizer_state")
+        rec = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip}
         rec.update(self.flops)
         rec["final_train_loss"] = float(sum(self.train_losses[-10:]) / max(1, len(self.train_losses[-10:])))
         return rec
@@ -165,6 +169,38 @@ def _optimizer(model, cfg: FinetuneConfig):
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _continue(opt, state: dict, cfg: FinetuneConfig) -> None:
+    """Load a previous run's per-parameter ``state`` into ``opt``; its param groups
+    (learning rate, weight decay) stay this config's."""
+    groups = opt.state_dict()["param_groups"]
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for k, entry in state.items():
+        if not 0 <= int(k) < len(params):
+            raise ValueError(f"optimizer_state holds parameter {k}; this model's {cfg.optimizer} has "
+                             f"{len(params)} (accepted: the state of a run on the same model and optimizer)")
+        shape = tuple(params[int(k)].shape)
+        # a moment has the parameter's shape (Adafactor's factored ones drop its last or
+        # second-to-last dimension); step counts and scalars have none
+        fits = {(), (1,), shape, shape[:-1], shape[:-2] + shape[-1:]}
+        for name, v in entry.items():
+            if torch.is_tensor(v) and tuple(v.shape) not in fits:
+                raise ValueError(f"optimizer_state[{k}][{name!r}] has shape {tuple(v.shape)}; parameter {k} of "
+                                 f"this model has {shape} (accepted: the state of a run on the same model)")
+    try:
+        # copies: the optimizer updates its state in place, and the caller's must not change
+        copied = {int(k): {name: v.clone() if torch.is_tensor(v) else v for name, v in entry.items()}
+                  for k, entry in state.items()}
+        opt.load_state_dict({"state": copied, "param_groups": groups})
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise ValueError(f"optimizer_state does not fit this model's {cfg.optimizer}: {err}") from None
+
+
+def _cpu_state(opt) -> dict:
+    """``opt``'s per-parameter state, tensors copied to the CPU."""
+    return {k: {name: v.detach().to("cpu", copy=True) if torch.is_tensor(v) else v for name, v in s.items()}
+            for k, s in opt.state_dict()["state"].items()}
 
 
 def _schedule(opt, cfg: FinetuneConfig, total_steps: int):
@@ -263,13 +299,18 @@ def _shuffled_order(n: int, count: int, seed: int) -> list[int]:
     return order
 
 
-def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneConfig | None = None) -> FinetuneResult:
+def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneConfig | None = None, *,
+             optimizer_state: dict | None = None) -> FinetuneResult:
     """Fine-tune ``model`` (in place) on ``train_examples``; evaluate on ``val_examples``.
 
     Examples are :class:`robustlib.tasks.Example` (anything with ``.text`` and
     ``.label`` works). Training data are shuffled with ``config.seed``; the same seed
     on the same machine gives the same numbers. Flushes denormal floats for the process
     (:func:`robustlib.runtime.flush_denormals`).
+
+    ``optimizer_state``: a previous run's :attr:`FinetuneResult.optimizer_state` (same
+    model, same optimizer) to continue from: its moments and step counts are loaded,
+    while the learning rate and schedule are this config's.
     """
     cfg = FinetuneConfig.coerce(config)
     _check_data(model, tokenizer, train_examples, val_examples)
@@ -282,6 +323,8 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
     accelerator = _accelerator(cfg)
     torch.manual_seed(cfg.seed)
     opt = _optimizer(model, cfg)
+    if optimizer_state:
+        _continue(opt, optimizer_state, cfg)
     steps_per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
     total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
     sched = _schedule(opt, cfg, total_steps)
@@ -379,6 +422,7 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
     )
     model = accelerator.unwrap_model(model)
     return FinetuneResult(
+        optimizer_state=_cpu_state(opt),
         val_accuracy=acc,
         val_loss=val_loss,
         train_losses=losses,

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -174,9 +176,9 @@ def test_training_data_really_is_attacked_text(tiny_classifier, data, monkeypatc
     seen = []
     original = finetune.finetune
 
-    def spy(model, tokenizer, train, val_, cfg):
+    def spy(model, tokenizer, train, val_, cfg, **kw):
         seen.append(list(train))
-        return original(model, tokenizer, train, val_, cfg)
+        return original(model, tokenizer, train, val_, cfg, **kw)
 
     monkeypatch.setattr(finetune, "finetune", spy)  # the loop imports it at call time
     advtrain.adversarial_training(model, tok, clean, fresh, _small_cfg(rounds=1), progress=False)
@@ -214,10 +216,44 @@ def _wraps(text, before, after):
     return text.startswith(before) and text.endswith(after) and len(text) > len(before) + len(after)
 
 
-def test_kill_and_resume_gives_the_uninterrupted_numbers(tiny_classifier, data, tmp_path):
+def test_a_carried_optimizer_continues_from_round_to_round(tiny_classifier, data, monkeypatch):
+    model, tok = tiny_classifier
+    clean, fresh, val = data
+    given, ended = [], []
+    original = finetune.finetune
+
+    def spy(*args, optimizer_state=None, **kw):
+        given.append(optimizer_state)
+        res = original(*args, optimizer_state=optimizer_state, **kw)
+        ended.append(res.optimizer_state)
+        return res
+
+    monkeypatch.setattr(finetune, "finetune", spy)
+    start = _state(model)
+    carried = advtrain.adversarial_training(model, tok, clean, fresh, _small_cfg(carry_optimizer=True),
+                                            val_examples=val, progress=False)
+    assert given[0] is None and given[1] is ended[0] and given[2] is ended[1]
+    steps = [{float(s["step"]) for s in state.values()} for state in ended]
+    per_round = [math.ceil(10 / 4)] * 3  # 10 examples a round in batches of 4, one epoch
+    assert steps == [{float(sum(per_round[: r + 1]))} for r in range(3)]
+    given.clear()
+    model.load_state_dict(start)
+    fresh_opt = advtrain.adversarial_training(model, tok, clean, fresh, _small_cfg(), val_examples=val,
+                                              progress=False)
+    assert given == [None, None, None]
+    # the same attacks and data in round 1; from round 2 on the optimizers differ
+    assert carried.rounds[0]["train_loss"] == fresh_opt.rounds[0]["train_loss"]
+    assert carried.rounds[1]["train_loss"] != fresh_opt.rounds[1]["train_loss"]
+
+
+@pytest.mark.parametrize("carry", [False, True], ids=["fresh optimizer", "carried optimizer"])
+def test_kill_and_resume_gives_the_uninterrupted_numbers(tiny_classifier, data, tmp_path, carry):
     model, tok = tiny_classifier
     clean, fresh, val = data
     start = _state(model)
+
+    def cfg(**kw):
+        return _small_cfg(carry_optimizer=carry, **kw)
 
     def evaluate_round(r, m):
         with torch.no_grad():
@@ -225,7 +261,7 @@ def test_kill_and_resume_gives_the_uninterrupted_numbers(tiny_classifier, data, 
         return [{"val_loss": loss, "acc": acc}]
 
     kw = dict(val_examples=val, evaluate_round=evaluate_round, eval_rounds=[0, 2, 3], progress=False)
-    full = advtrain.adversarial_training(model, tok, clean, fresh, _small_cfg(), **kw)
+    full = advtrain.adversarial_training(model, tok, clean, fresh, cfg(), **kw)
     full_state = _state(model)
 
     model.load_state_dict(start)
@@ -242,14 +278,14 @@ def test_kill_and_resume_gives_the_uninterrupted_numbers(tiny_classifier, data, 
         return evaluate_round(r, m)
 
     with pytest.raises(Killed):
-        advtrain.adversarial_training(model, tok, clean, fresh, _small_cfg(), **{**kw, "evaluate_round": dying},
+        advtrain.adversarial_training(model, tok, clean, fresh, cfg(), **{**kw, "evaluate_round": dying},
                                       checkpoint_dir=tmp_path / "ck")
     assert calls == [0, 2, 3]
     assert advtrain.load_round(tmp_path / "ck")[0] == 2
     model.load_state_dict(start)  # a new process: weights come from the checkpoint
     for p in model.parameters():
         p.data.add_(1.0)
-    resumed = advtrain.adversarial_training(model, tok, clean, fresh, _small_cfg(), **kw,
+    resumed = advtrain.adversarial_training(model, tok, clean, fresh, cfg(), **kw,
                                             checkpoint_dir=tmp_path / "ck")
     assert resumed.resumed_from == 2
     drop = lambda rows: [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in rows]  # noqa: E731
@@ -261,7 +297,7 @@ def test_kill_and_resume_gives_the_uninterrupted_numbers(tiny_classifier, data, 
     assert sorted(p.name for p in (tmp_path / "ck").glob("round_*")) == ["round_0003"]
     # Other settings in the same folder: refused, nothing overwritten.
     with pytest.raises(ValueError, match="other settings"):
-        advtrain.adversarial_training(model, tok, clean, fresh, _small_cfg(adv_fraction=0.5), **kw,
+        advtrain.adversarial_training(model, tok, clean, fresh, cfg(adv_fraction=0.5), **kw,
                                       checkpoint_dir=tmp_path / "ck")
     assert advtrain.load_round(tmp_path / "ck")[0] == 3
 

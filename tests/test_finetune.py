@@ -186,3 +186,51 @@ def test_the_precision_used_is_recorded(tiny_classifier):
         res = ft.finetune(model, tok, train, train[:4], ft.FinetuneConfig(
             epochs=1, batch_size=8, dtype=dtype, device="cpu", progress=False))
         assert res.dtype == expected and res.device == "cpu" and res.as_record()["dtype"] == expected
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adafactor"])
+def test_a_run_continued_from_its_optimizer_state_is_one_run(make_tiny_classifier, zoo_tokenizer, optimizer):
+    """Two steps, then two more continuing the first run's optimizer state, end where
+    four steps in one run do (one full batch per step, a constant rate: the same
+    updates); two more steps from a fresh optimizer do not."""
+    train, val = toy_examples(8, 0), toy_examples(4, 1)
+    cfg = dict(batch_size=8, lr=1e-2, optimizer=optimizer, schedule="constant", max_grad_norm=0.0, progress=False)
+    seen = {}
+    for name, halves in (("one run", None), ("continued", True), ("fresh", False)):
+        model = make_tiny_classifier()
+        if halves is None:
+            res = ft.finetune(model, zoo_tokenizer, train, val, ft.FinetuneConfig(epochs=4, **cfg))
+        else:
+            first = ft.finetune(model, zoo_tokenizer, train, val, ft.FinetuneConfig(epochs=2, **cfg))
+            given = {k: {n: v.clone() if torch.is_tensor(v) else v for n, v in e.items()}
+                     for k, e in first.optimizer_state.items()}
+            res = ft.finetune(model, zoo_tokenizer, train, val, ft.FinetuneConfig(epochs=2, **cfg),
+                              optimizer_state=first.optimizer_state if halves else None)
+            for k, entry in given.items():  # what was passed in is left as it was
+                assert all(torch.equal(v, first.optimizer_state[k][n]) if torch.is_tensor(v)
+                           else v == first.optimizer_state[k][n] for n, v in entry.items())
+        # The losses, not the weights: parameters with no gradient but rounding (the
+        # attention's key bias) take arbitrary normalised steps in both optimizers.
+        seen[name] = res.train_losses[-2:] + [res.val_loss]
+        steps = {float(s["step"]) for s in res.optimizer_state.values() if "step" in s}
+        assert steps == {4.0 if halves in (None, True) else 2.0}, name
+        assert all(v.device.type == "cpu" for s in res.optimizer_state.values() for v in s.values()
+                   if torch.is_tensor(v))
+        assert "optimizer_state" not in res.as_record()
+    assert seen["continued"] == pytest.approx(seen["one run"], rel=1e-5)
+    assert seen["fresh"][1:] != pytest.approx(seen["one run"][1:], rel=1e-3)
+
+
+def test_an_optimizer_state_of_another_model_is_refused(make_tiny_classifier, zoo_tokenizer):
+    train, val = toy_examples(8, 0), toy_examples(4, 1)
+    cfg = ft.FinetuneConfig(epochs=1, batch_size=8, optimizer="adamw", progress=False)
+    other = ft.finetune(make_tiny_classifier(hidden=8), zoo_tokenizer, train, val, cfg).optimizer_state
+    model = make_tiny_classifier()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"optimizer_state\[\d+\]\['exp_avg'\] has shape"):
+        ft.finetune(model, zoo_tokenizer, train, val, cfg, optimizer_state=other)
+    extra = {**ft.finetune(make_tiny_classifier(), zoo_tokenizer, train, val, cfg).optimizer_state}
+    extra[len(before) + 3] = extra[0]
+    with pytest.raises(ValueError, match=f"parameter {len(before) + 3}; this model's adamw has {len(before)}"):
+        ft.finetune(model, zoo_tokenizer, train, val, cfg, optimizer_state=extra)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # refused before any step

@@ -10,7 +10,9 @@ Once per round ``r = 1..R``:
 2. train on ``train_examples_per_round`` examples: ``min(adv_fraction x that, pool
    size)`` drawn from the pool without replacement (:mod:`robustlib.advtrain.pool`),
    the rest clean, with a fresh optimizer (each round of the paper is a new training
-   run); an example's loss is recorded in the training step itself, for the sampling;
+   run), or, with ``carry_optimizer``, continuing the last round's optimizer state
+   (moments and step counts; the learning rate and its schedule are each round's own);
+   an example's loss is recorded in the training step itself, for the sampling;
 3. checkpoint; evaluate robustness if ``r`` is one of the evaluation rounds.
 
 **Compute.** Defense compute of a round = its training FLOPs + the FLOPs spent
@@ -25,8 +27,9 @@ defense, and are reported separately.
 
 **Resume.** With ``checkpoint_dir`` set, each completed round is saved
 (:mod:`robustlib.advtrain.checkpoint`). A killed run restarts from the last completed
-round; all randomness of round ``r`` is seeded from ``(seed, r)``, so a resumed run
-ends with exactly the numbers of an uninterrupted one.
+round; all randomness of round ``r`` is seeded from ``(seed, r)`` and a carried
+optimizer state is saved with the round, so a resumed run ends with exactly the
+numbers of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from ..attacks.spec import AttackSpec
 from ..config import StrictConfig, is_int
 from ..finetune import FinetuneConfig
 from ..flops import count_params
-from .checkpoint import load_round, save_round
+from .checkpoint import load_optimizer, load_round, save_round
 from .pool import SAMPLING, sample_without_replacement, sampling_log_weights
 
 log = logging.getLogger("robustlib.advtrain")
@@ -91,6 +94,7 @@ class AdvTrainConfig(StrictConfig):
     sampling_decay: float = 0.005
     loss_rank_weight: float = 0.5  # w: 0 = recency only, 1 = loss only
     training: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(epochs=1.0, progress=False))
+    carry_optimizer: bool = False  # False: a fresh optimizer each round (the paper); True: continue the last one's
     seed: int = 0
 
     def validate(self) -> None:
@@ -238,10 +242,11 @@ def adversarial_training(
     model.to(pick_device(cfg.training.device))
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     start, state = _resume(checkpoint_dir, model, cfg)
+    carried = load_optimizer(checkpoint_dir, start) if cfg.carry_optimizer and start else None
 
     def checkpoint(round_):
         if checkpoint_dir is not None:
-            save_round(checkpoint_dir, round_, model, state, set(keep_rounds))
+            save_round(checkpoint_dir, round_, model, state, set(keep_rounds), optimizer_state=carried)
 
     def maybe_evaluate(round_):
         if evaluate_round is not None and round_ in eval_rounds and round_ not in state["evaluated"]:
@@ -255,7 +260,9 @@ def adversarial_training(
     bar = tqdm(range(start + 1, cfg.rounds + 1), desc=f"adversarial training ({cfg.spec().label})",
                disable=not progress, leave=False)
     for r in bar:
-        rec = _train_round(model, tokenizer, cfg, r, clean_examples, fresh_examples, state, val_examples)
+        rec, fit_state = _train_round(model, tokenizer, cfg, r, clean_examples, fresh_examples, state, val_examples,
+                                      carried)
+        carried = fit_state if cfg.carry_optimizer else None
         state["rounds"].append(rec)
         maybe_evaluate(r)  # then checkpoint: a round counts only once both are saved
         checkpoint(r)
@@ -281,8 +288,9 @@ def _resume(checkpoint_dir: Path | None, model, cfg: AdvTrainConfig) -> tuple[in
 
 
 def _train_round(model, tokenizer, cfg: AdvTrainConfig, r: int, clean_examples, fresh_examples, state: dict,
-                 val_examples) -> dict:
-    """Round ``r``: attack fresh examples into the pool, train on pool + clean; its record."""
+                 val_examples, optimizer_state: dict | None) -> tuple[dict, dict]:
+    """Round ``r``: attack fresh examples into the pool, train on pool + clean (continuing
+    ``optimizer_state`` if given); its record and the optimizer's state at its end."""
     from .. import attacks
     from ..finetune import finetune
     from ..models import resolve_dtype
@@ -308,7 +316,8 @@ def _train_round(model, tokenizer, cfg: AdvTrainConfig, r: int, clean_examples, 
     batch = [TextExample(pool[i]["text"], pool[i]["label"]) for i in adv_idx] + [clean_examples[i] for i in clean_idx]
     train_cfg = FinetuneConfig.from_dict({**asdict(cfg.training), "seed": _round_seed(cfg.seed, r, 3),
                                           "progress": False})
-    fit = finetune(model, tokenizer, batch, val_examples if val_examples is not None else batch[:1], train_cfg)
+    fit = finetune(model, tokenizer, batch, val_examples if val_examples is not None else batch[:1], train_cfg,
+                   optimizer_state=optimizer_state)
     for j, i in enumerate(adv_idx):
         if not math.isnan(fit.example_losses[j]):
             pool[i]["loss"] = fit.example_losses[j]
@@ -338,5 +347,5 @@ def _train_round(model, tokenizer, cfg: AdvTrainConfig, r: int, clean_examples, 
         "num_params": count_params(model),
         "attack_seconds": attack_seconds,
         "wall_seconds": time.time() - t0,
-    }
+    }, fit.optimizer_state
 

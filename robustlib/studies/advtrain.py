@@ -60,6 +60,7 @@ class AdvTrainStudyConfig(StudyConfig):
     schedule: str = "linear"
     epochs_per_round: float = 1.0
     warmup_ratio: float = 0.2
+    carry_optimizer: bool = False
     stop_on_success: bool = True
     keep_checkpoints: str = "latest"
     eval_every: int = 0
@@ -128,7 +129,7 @@ class AdvTrainStudyConfig(StudyConfig):
             attack_iterations_start=self.attack_iterations_start, attack_iterations_end=self.attack_iterations_end,
             stop_on_success=self.stop_on_success, train_examples_per_round=self.train_examples_per_round,
             adv_fraction=self.adv_fraction, sampling=self.sampling, sampling_decay=self.sampling_decay,
-            loss_rank_weight=self.loss_rank_weight, seed=self.seed,
+            loss_rank_weight=self.loss_rank_weight, seed=self.seed, carry_optimizer=self.carry_optimizer,
             training=FinetuneConfig(epochs=self.epochs_per_round, lr=self.lr, batch_size=self.batch_size,
                                     optimizer=self.optimizer, schedule=self.schedule,
                                     warmup_ratio=self.warmup_ratio, device=self.device, dtype=self.dtype,
