@@ -532,6 +532,7 @@ SHARED_BAD = [
     ({"candidate_batch_size": True}, "candidate_batch_size=True"), ({"seed": None}, "seed=None"),
     ({"target": "logits"}, "target='logits'"), ({"stop_on_success": "yes"}, "stop_on_success='yes'"),
     ({"use_prefix_cache": 1}, "use_prefix_cache=1"), ({"position": 2}, "position=2"),
+    ({"prefix_tiers": -1}, "prefix_tiers=-1"), ({"prefix_tiers": 2.5}, "prefix_tiers=2.5"),
 ]
 
 
@@ -612,6 +613,23 @@ def test_shared_prefix_attention_is_the_expanded_cache_and_no_cache(arch, mode, 
             assert a.loss == pytest.approx(b.loss, abs=1e-5), name
         for a, b in zip(scored["shared"][1], scored[name][1]):
             assert torch.allclose(a.grad, b.grad, atol=1e-5), name
+
+
+def test_the_attack_scores_on_its_prefix_tiers(zoo, examples):
+    """``prefix_tiers`` reaches the scorer; GCG with tiers and without runs the same
+    attack (the same losses and successes) on fewer real FLOPs."""
+    model, tok = zoo
+    runs = {}
+    for tiers in (0, 3):
+        attack = attacks.GCG(model, tok, examples, small(n_candidates=32, iterations=3, prefix_tiers=tiers))
+        assert attack.scorer.tiers == tiers
+        runs[tiers] = attack.run()
+    untiered, tiered = runs[0], runs[3]
+    assert tiered.asr == untiered.asr
+    for a, b in zip(tiered.records, untiered.records):
+        assert a.attacked_text == b.attacked_text and a.success == b.success
+    assert tiered.flops_per_iteration_paper == untiered.flops_per_iteration_paper
+    assert sum(tiered.flops_per_iteration_real) < 0.95 * sum(untiered.flops_per_iteration_real)
 
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "qwen2", "llama"])

@@ -1,7 +1,7 @@
 """The benchmarks run as their users will run them, at tiny sizes: the GPU mode of
 ``attack_speed.py`` takes the same code path on the CPU (bf16, a ``pythia-*`` shape, the
-long prompt), and ``finetune_speed.py`` and ``filter_speed.py`` print their ratios.
-Speeds are not asserted here (that is what the scripts are for)."""
+long prompt), and ``finetune_speed.py``, ``filter_speed.py`` and ``scoring_speed.py``
+print their ratios. Speeds are not asserted here (that is what the scripts are for)."""
 
 import subprocess
 import sys
@@ -78,3 +78,13 @@ def test_finetune_speed_compares_with_the_trainer():
 def test_filter_speed_checks_both_filters_agree():
     out = _run("filter_speed.py", "--examples", "2", "--candidates", "16", "--runs", "1")
     assert "in the window" in out and "ratio:" in out
+
+
+@pytest.mark.parametrize("compare", ["shared-prefix", "tiers"])
+def test_scoring_speed_compares_both_sides(compare):
+    out = _run("scoring_speed.py", "--compare", compare, "--model", "zoo-0.3m", "--examples", "2", "--steps", "1",
+               "--runs", "2", "--threads", "1")
+    assert "speed-up at the median" in out and "(same ASR: True)" in out
+    for name in {"shared-prefix": ("shared-prefix attention", "expanded KV cache"),
+                 "tiers": ("3 prefix tiers", "whole rows")}[compare]:
+        assert name in out, out

@@ -76,7 +76,8 @@ class Attack:
         self.tokenizer = tokenizer
         self.index_offset = index_offset
         targets = example_targets(self.examples, tokenizer, cfg)
-        self.scorer = Scorer(model, cfg.target, cfg.use_prefix_cache, cfg.candidate_batch_size)
+        self.scorer = Scorer(model, cfg.target, cfg.use_prefix_cache, cfg.candidate_batch_size,
+                             tiers=cfg.prefix_tiers)
         self.allowed = allowed_token_ids(tokenizer)
         vocab_rows = self.scorer.embed.weight.shape[0]
         self.allowed = self.allowed[self.allowed < vocab_rows]

@@ -42,6 +42,7 @@ class AttackConfig(StrictConfig):
     skip_incorrect: bool = True  # do not attack examples the model gets wrong before the attack
     use_prefix_cache: bool = True  # run the fixed prefix once per example (KV cache)
     candidate_batch_size: int = 128  # rows per forward pass; halves on out-of-memory
+    prefix_tiers: int = 3  # candidates re-cut on their shared attack prefix (robustlib.attacks.scorer); < 2: off
     progress: bool = True  # tqdm progress bar in run()
 
     def check_types(self) -> None:
@@ -64,6 +65,8 @@ class AttackConfig(StrictConfig):
             value = getattr(self, name)
             if not is_int(value) or value <= 0:
                 raise self.bad(name, value, "a positive integer")
+        if not is_int(self.prefix_tiers) or self.prefix_tiers < 0:
+            raise self.bad("prefix_tiers", self.prefix_tiers, "an integer >= 0 (below 2: no tiers)")
         self._check_position()
         if not is_int(self.seed):
             raise self.bad("seed", self.seed, "an integer")
