@@ -46,12 +46,17 @@ def _flops(channel, field: str, title: str, **kw):
     return channel(f"{field}:Q", scale=alt.Scale(type="log"), title=title, axis=_FLOPS_AXIS, **kw)
 
 
+#: Legend symbols at full opacity: a legend shared by a faint min-max band and its line
+#: would otherwise draw every symbol as faint as the band.
+_LEGEND = alt.Legend(symbolOpacity=1)
+
+
 def size_colour(frame: pd.DataFrame) -> alt.Color:
     """One colour per model, named in the legend, smallest first, from a categorical
     palette whose neighbours are easy to tell apart (category10; tableau20 past 10)."""
     order = frame.sort_values("num_params")["model"].drop_duplicates().tolist()
     scheme = "category10" if len(order) <= 10 else "tableau20"
-    return alt.Color("model:N", title="model", sort=order, scale=alt.Scale(scheme=scheme))
+    return alt.Color("model:N", title="model", sort=order, scale=alt.Scale(scheme=scheme), legend=_LEGEND)
 
 
 def accuracy_vs_params(table: pd.DataFrame, title: str = "Validation accuracy vs model size") -> alt.Chart:
@@ -75,7 +80,7 @@ def accuracy_vs_params(table: pd.DataFrame, title: str = "Validation accuracy vs
         tooltip=["model", "num_params", "median", "min", "max"],
     )
     points = alt.Chart(table).mark_circle(size=40, opacity=0.6).encode(
-        x=x, y=alt.Y("val_accuracy:Q", scale=y_scale), color=alt.Color("seed:N", title="seed"),
+        x=x, y=alt.Y("val_accuracy:Q", scale=y_scale), color=alt.Color("seed:N", title="seed", legend=_LEGEND),
         tooltip=["model", "seed", "val_accuracy"],
     )
     return (band + line + points).properties(title=title, width=420, height=280)
@@ -186,7 +191,7 @@ def asr_vs_params(summary: pd.DataFrame, iteration: int | None, title: str | Non
                     "summary")
     x = _params_x()
     y = alt.Scale(domain=[0, 1])
-    extra = {"color": alt.Color(f"{color}:N", title=color)} if color else {}
+    extra = {"color": alt.Color(f"{color}:N", title=color, legend=_LEGEND)} if color else {}
     said = f"after {iteration} iterations" if iteration is not None else "at each attack's budget"
     band = alt.Chart(summary).mark_area(opacity=0.2).encode(x=x, y=alt.Y("min:Q", scale=y), y2="max:Q", **extra)
     tips = ["model", "num_params", "median", "min", "max"] + [c for c in ("iteration",) if c in summary.columns]
@@ -406,7 +411,7 @@ def judged_rate(frame: pd.DataFrame, x: str = "num_params", y: str = "asr", colo
         x_enc = _flops(alt.X, x, _JUDGED_X[x])
     else:
         x_enc = alt.X(f"{x}:Q", title=_JUDGED_X[x])
-    colour = size_colour(data) if color == "model" else alt.Color(f"{color}:N", title=color)
+    colour = size_colour(data) if color == "model" else alt.Color(f"{color}:N", title=color, legend=_LEGEND)
     scale = alt.Scale(domain=[0, 1])
     band = alt.Chart(data).mark_area(opacity=0.15).encode(x=x_enc, y=alt.Y(f"{y}_low:Q", scale=scale),
                                                           y2=f"{y}_high:Q", color=colour, detail="model:N")

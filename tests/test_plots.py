@@ -184,3 +184,17 @@ def test_offense_defense_spec():
         plots.offense_defense(points.drop(columns="defense_flops"))
     with pytest.raises(ValueError, match="intercept"):
         plots.offense_defense(points, per.drop(columns="intercept"))
+
+
+def test_legend_symbols_are_as_strong_as_the_lines():
+    """A legend shared by a faint band and its line draws its symbols at full opacity
+    (the band's 0.15 made every model's colour hard to match), in the rendered SVG."""
+    import re
+
+    import vl_convert as vlc
+
+    svg = vlc.vegalite_to_svg(plots.asr_curves(_tidy(), x="attack_flops").to_dict())
+    symbols = re.findall(r'role-legend-symbol"[^>]*><path ([^>]*)/>', svg)
+    assert len(symbols) == 2  # one per model
+    for attrs in symbols:
+        assert [float(v) for v in re.findall(r'opacity="([0-9.]+)"', attrs)] == [1.0], attrs
