@@ -91,9 +91,10 @@ class FinetuneResult:
     max_tokens: int = 0  # the length limit applied (see :func:`length_limit`)
     dtype: str = "float32"  # the compute precision used ("auto" resolved)
     device: str = "cpu"  # the device type trained on
-    #: The optimizer's per-parameter state at the end (``state_dict()["state"]``: moments
-    #: and step counts, on the CPU), for a later run to continue from; not in the record.
-    optimizer_state: dict = field(default_factory=dict, repr=False)
+    #: With ``keep_optimizer_state``, the optimizer's per-parameter state at the end
+    #: (``state_dict()["state"]``: moments and step counts, on the CPU), for a later run
+    #: to continue from; else None. Not in the record.
+    optimizer_state: dict | None = field(default=None, repr=False)
 
     def as_record(self) -> dict:
         """A flat dict for the run store (the loss curve left out)."""
@@ -300,7 +301,7 @@ def _shuffled_order(n: int, count: int, seed: int) -> list[int]:
 
 
 def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneConfig | None = None, *,
-             optimizer_state: dict | None = None) -> FinetuneResult:
+             optimizer_state: dict | None = None, keep_optimizer_state: bool = False) -> FinetuneResult:
     """Fine-tune ``model`` (in place) on ``train_examples``; evaluate on ``val_examples``.
 
     Examples are :class:`robustlib.tasks.Example` (anything with ``.text`` and
@@ -310,7 +311,9 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
 
     ``optimizer_state``: a previous run's :attr:`FinetuneResult.optimizer_state` (same
     model, same optimizer) to continue from: its moments and step counts are loaded,
-    while the learning rate and schedule are this config's.
+    while the learning rate and schedule are this config's. ``keep_optimizer_state``:
+    return the state at the end in the result (a CPU copy of twice the weights for
+    AdamW, so only when asked).
     """
     cfg = FinetuneConfig.coerce(config)
     _check_data(model, tokenizer, train_examples, val_examples)
@@ -422,7 +425,7 @@ def finetune(model, tokenizer, train_examples, val_examples, config: FinetuneCon
     )
     model = accelerator.unwrap_model(model)
     return FinetuneResult(
-        optimizer_state=_cpu_state(opt),
+        optimizer_state=_cpu_state(opt) if keep_optimizer_state else None,
         val_accuracy=acc,
         val_loss=val_loss,
         train_losses=losses,

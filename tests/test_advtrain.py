@@ -237,10 +237,11 @@ def test_a_carried_optimizer_continues_from_round_to_round(tiny_classifier, data
     per_round = [math.ceil(10 / 4)] * 3  # 10 examples a round in batches of 4, one epoch
     assert steps == [{float(sum(per_round[: r + 1]))} for r in range(3)]
     given.clear()
+    ended.clear()
     model.load_state_dict(start)
     fresh_opt = advtrain.adversarial_training(model, tok, clean, fresh, _small_cfg(), val_examples=val,
                                               progress=False)
-    assert given == [None, None, None]
+    assert given == [None, None, None] and ended == [None, None, None]  # nothing copied out when not carried
     # the same attacks and data in round 1; from round 2 on the optimizers differ
     assert carried.rounds[0]["train_loss"] == fresh_opt.rounds[0]["train_loss"]
     assert carried.rounds[1]["train_loss"] != fresh_opt.rounds[1]["train_loss"]

@@ -195,17 +195,18 @@ def test_a_run_continued_from_its_optimizer_state_is_one_run(make_tiny_classifie
     updates); two more steps from a fresh optimizer do not."""
     train, val = toy_examples(8, 0), toy_examples(4, 1)
     cfg = dict(batch_size=8, lr=1e-2, optimizer=optimizer, schedule="constant", max_grad_norm=0.0, progress=False)
+    keep = dict(keep_optimizer_state=True)
     seen = {}
     for name, halves in (("one run", None), ("continued", True), ("fresh", False)):
         model = make_tiny_classifier()
         if halves is None:
-            res = ft.finetune(model, zoo_tokenizer, train, val, ft.FinetuneConfig(epochs=4, **cfg))
+            res = ft.finetune(model, zoo_tokenizer, train, val, ft.FinetuneConfig(epochs=4, **cfg), **keep)
         else:
-            first = ft.finetune(model, zoo_tokenizer, train, val, ft.FinetuneConfig(epochs=2, **cfg))
+            first = ft.finetune(model, zoo_tokenizer, train, val, ft.FinetuneConfig(epochs=2, **cfg), **keep)
             given = {k: {n: v.clone() if torch.is_tensor(v) else v for n, v in e.items()}
                      for k, e in first.optimizer_state.items()}
             res = ft.finetune(model, zoo_tokenizer, train, val, ft.FinetuneConfig(epochs=2, **cfg),
-                              optimizer_state=first.optimizer_state if halves else None)
+                              optimizer_state=first.optimizer_state if halves else None, **keep)
             for k, entry in given.items():  # what was passed in is left as it was
                 assert all(torch.equal(v, first.optimizer_state[k][n]) if torch.is_tensor(v)
                            else v == first.optimizer_state[k][n] for n, v in entry.items())
@@ -219,17 +220,22 @@ def test_a_run_continued_from_its_optimizer_state_is_one_run(make_tiny_classifie
         assert "optimizer_state" not in res.as_record()
     assert seen["continued"] == pytest.approx(seen["one run"], rel=1e-5)
     assert seen["fresh"][1:] != pytest.approx(seen["one run"][1:], rel=1e-3)
+    # not asked for, the state is not copied out
+    assert ft.finetune(make_tiny_classifier(), zoo_tokenizer, train, val,
+                       ft.FinetuneConfig(epochs=1, **cfg)).optimizer_state is None
 
 
 def test_an_optimizer_state_of_another_model_is_refused(make_tiny_classifier, zoo_tokenizer):
     train, val = toy_examples(8, 0), toy_examples(4, 1)
     cfg = ft.FinetuneConfig(epochs=1, batch_size=8, optimizer="adamw", progress=False)
-    other = ft.finetune(make_tiny_classifier(hidden=8), zoo_tokenizer, train, val, cfg).optimizer_state
+    other = ft.finetune(make_tiny_classifier(hidden=8), zoo_tokenizer, train, val, cfg,
+                        keep_optimizer_state=True).optimizer_state
     model = make_tiny_classifier()
     before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(ValueError, match=r"optimizer_state\[\d+\]\['exp_avg'\] has shape"):
         ft.finetune(model, zoo_tokenizer, train, val, cfg, optimizer_state=other)
-    extra = {**ft.finetune(make_tiny_classifier(), zoo_tokenizer, train, val, cfg).optimizer_state}
+    extra = {**ft.finetune(make_tiny_classifier(), zoo_tokenizer, train, val, cfg,
+                           keep_optimizer_state=True).optimizer_state}
     extra[len(before) + 3] = extra[0]
     with pytest.raises(ValueError, match=f"parameter {len(before) + 3}; this model's adamw has {len(before)}"):
         ft.finetune(model, zoo_tokenizer, train, val, cfg, optimizer_state=extra)

@@ -260,9 +260,8 @@ def adversarial_training(
     bar = tqdm(range(start + 1, cfg.rounds + 1), desc=f"adversarial training ({cfg.spec().label})",
                disable=not progress, leave=False)
     for r in bar:
-        rec, fit_state = _train_round(model, tokenizer, cfg, r, clean_examples, fresh_examples, state, val_examples,
-                                      carried)
-        carried = fit_state if cfg.carry_optimizer else None
+        rec, carried = _train_round(model, tokenizer, cfg, r, clean_examples, fresh_examples, state, val_examples,
+                                    carried)
         state["rounds"].append(rec)
         maybe_evaluate(r)  # then checkpoint: a round counts only once both are saved
         checkpoint(r)
@@ -288,9 +287,10 @@ def _resume(checkpoint_dir: Path | None, model, cfg: AdvTrainConfig) -> tuple[in
 
 
 def _train_round(model, tokenizer, cfg: AdvTrainConfig, r: int, clean_examples, fresh_examples, state: dict,
-                 val_examples, optimizer_state: dict | None) -> tuple[dict, dict]:
+                 val_examples, optimizer_state: dict | None) -> tuple[dict, dict | None]:
     """Round ``r``: attack fresh examples into the pool, train on pool + clean (continuing
-    ``optimizer_state`` if given); its record and the optimizer's state at its end."""
+    ``optimizer_state`` if given); its record and, with ``carry_optimizer``, the
+    optimizer's state at its end (else None)."""
     from .. import attacks
     from ..finetune import finetune
     from ..models import resolve_dtype
@@ -317,7 +317,7 @@ def _train_round(model, tokenizer, cfg: AdvTrainConfig, r: int, clean_examples, 
     train_cfg = FinetuneConfig.from_dict({**asdict(cfg.training), "seed": _round_seed(cfg.seed, r, 3),
                                           "progress": False})
     fit = finetune(model, tokenizer, batch, val_examples if val_examples is not None else batch[:1], train_cfg,
-                   optimizer_state=optimizer_state)
+                   optimizer_state=optimizer_state, keep_optimizer_state=cfg.carry_optimizer)
     for j, i in enumerate(adv_idx):
         if not math.isnan(fit.example_losses[j]):
             pool[i]["loss"] = fit.example_losses[j]
