@@ -77,6 +77,7 @@ def test_rounds_shrink_with_size_and_ramp():
         ({"position": 2.0}, "position"),
         ({"n_attack_examples": 0}, "n_attack_examples"),
         ({"stop_on_success": 1}, "stop_on_success"),
+        ({"carry_optimizer": "yes"}, "carry_optimizer=.yes. is invalid; accepted: True or False"),
     ],
 )
 def test_bad_config_values(kwargs, match):
